@@ -1,0 +1,67 @@
+"""Typed configuration of each pipeline step (bounded, unknown keys rejected)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Language = Literal["python", "javascript", "typescript", "go", "rust", "java", "markdown", "rst"]
+
+
+class StepConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MonitorConfig(StepConfig):
+    """When a repository has changed enough to retrain."""
+
+    min_commits: int = Field(10, ge=1, le=1_000_000, description="retrain after this many new commits")
+    min_files_changed: int = Field(20, ge=1, le=1_000_000, description="... or this many changed files")
+    min_lines_changed: int = Field(1000, ge=1, le=100_000_000, description="... or this many changed lines")
+    critical_paths: list[str] = Field(
+        default_factory=lambda: ["pyproject.toml", "setup.py", "package.json", "go.mod", "Cargo.toml"],
+        description="glob patterns; any change to a matching file triggers retraining",
+    )
+    release_tag_patterns: list[str] = Field(default_factory=lambda: ["v*", "release/*"])
+    fetch_retries: int = Field(3, ge=0, le=10, description="retries of clone/fetch on network errors")
+    fetch_backoff_seconds: float = Field(2.0, ge=0, le=300)
+
+
+class ExtractConfig(StepConfig):
+    """What becomes a training sample, and what never does."""
+
+    languages: list[Language] = Field(
+        default_factory=lambda: ["python", "javascript", "typescript", "go", "rust", "java", "markdown", "rst"]
+    )
+    eval_fraction: float = Field(0.1, ge=0.0, le=0.5, description="share of files held out for eval")
+    split_seed: str = Field("forgeflow", min_length=1, max_length=64)
+    max_file_bytes: int = Field(512_000, ge=1_000, le=50_000_000, description="larger files are skipped")
+    max_symbol_lines: int = Field(200, ge=5, le=5_000, description="longer symbols are not used as answers")
+    min_body_lines: int = Field(3, ge=1, le=100, description="shorter bodies make no implement task")
+    history: bool = Field(True, description="use commit messages and diffs")
+    max_commits: int = Field(2_000, ge=0, le=1_000_000)
+    max_diff_bytes: int = Field(12_000, ge=200, le=1_000_000, description="larger diffs are skipped")
+    min_commit_message_chars: int = Field(12, ge=1, le=1_000)
+    max_doc_section_chars: int = Field(4_000, ge=100, le=100_000)
+    min_doc_section_chars: int = Field(80, ge=1, le=10_000)
+    near_duplicate_threshold: float = Field(0.85, ge=0.5, le=1.0, description="Jaccard similarity")
+    entropy_threshold: float = Field(4.0, ge=2.5, le=8.0, description="bits/char for base64-like tokens")
+    workers: int = Field(0, ge=0, le=64, description="parser processes; 0 = one per CPU")
+    skip_dirs: list[str] = Field(
+        default_factory=lambda: [
+            "node_modules", "vendor", "dist", "build", "third_party", "site-packages",
+            ".venv", "venv", "__pycache__", ".tox", ".mypy_cache", "target", "generated",
+        ]
+    )
+
+
+class ValidateConfig(StepConfig):
+    """Expectations a dataset must meet before training."""
+
+    min_samples: int = Field(20, ge=1, le=10_000_000)
+    min_eval_samples: int = Field(1, ge=0, le=1_000_000)
+    min_tokens: int = Field(8, ge=1, le=100_000, description="rendered sample length lower bound")
+    max_tokens: int = Field(2048, ge=16, le=1_000_000, description="rendered sample length upper bound")
+    max_duplicate_prompt_fraction: float = Field(0.0, ge=0.0, le=1.0)
+    tokenizer: str = Field("smollm2-135m", description="base model whose tokenizer counts tokens")

@@ -1,0 +1,65 @@
+"""Dataset and report schemas shared by tasks, flows and the API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TaskName = Literal[
+    "explain",  # explain a function/class: answer is its docstring or doc comment
+    "docstring",  # write the docstring for given code: answer is the docstring
+    "implement",  # implement from signature (+ docstring): answer is the code
+    "locate",  # where is X defined: answer is path and line
+    "summarize_module",  # summarize a module: answer is the module docstring
+    "doc_qa",  # answer from a doc section: answer is the section text
+    "commit",  # describe a commit's change from its diff: answer is the commit message
+]
+Role = Literal["system", "user", "assistant"]
+Split = Literal["train", "eval"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Message(Strict):
+    role: Role
+    content: str = Field(min_length=1)
+
+
+class SampleMeta(Strict):
+    task: TaskName
+    source_path: str = Field(min_length=1)
+    lines: tuple[int, int] = Field(description="1-based inclusive line range in source_path")
+    commit: str = Field(min_length=7, max_length=64)
+    lang: str
+    split: Split
+
+
+class Sample(Strict):
+    """One training example: OpenAI chat messages plus where it came from."""
+
+    messages: list[Message] = Field(min_length=2, max_length=3)
+    meta: SampleMeta
+
+
+class MonitorMetrics(BaseModel):
+    commits_since_last_train: int
+    files_changed: int
+    lines_changed: int
+    critical_paths_changed: bool
+    critical_paths: list[str] = Field(default_factory=list)
+    new_release_tags: list[str] = Field(default_factory=list)
+    head_commit: str | None = None
+    last_trained_commit: str | None = None
+
+
+class MonitorReport(BaseModel):
+    """The seed's `/v1/retrain/monitor` shape."""
+
+    should_retrain: bool
+    reason: str
+    metrics: MonitorMetrics
+    checked_at: datetime

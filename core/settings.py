@@ -1,0 +1,89 @@
+"""The one settings object: FORGEFLOW_* environment variables over configs/forgeflow.yaml."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from core.config import ExtractConfig, MonitorConfig, ValidateConfig
+
+DEFAULT_CONFIG = Path("configs/forgeflow.yaml")
+CONFIG_ENV = "FORGEFLOW_CONFIG"
+
+
+def _default_roots() -> list[Path]:
+    return [Path.cwd(), Path.home(), Path(tempfile.gettempdir())]
+
+
+class Settings(BaseSettings):
+    """All of forgeflow's settings; nested keys use `__` in env vars (FORGEFLOW_MONITOR__MIN_COMMITS)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FORGEFLOW_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    home: Path = Field(Path(".forgeflow"), description="workspace: caches, clones, registry, artifacts")
+    environment: Literal["development", "production"] = "development"
+    allowed_roots: list[Path] = Field(
+        default_factory=_default_roots, description="local repos and files must live under one of these"
+    )
+    allowed_url_schemes: list[Literal["https", "ssh", "file", "git", "http"]] = Field(
+        default_factory=lambda: ["https", "ssh", "file"]
+    )
+    base_model: str = "smollm2-135m"
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    extract: ExtractConfig = Field(default_factory=ExtractConfig)
+    validation: ValidateConfig = Field(default_factory=ValidateConfig)
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _absolute_home(cls, v: Path) -> Path:
+        return v.expanduser().resolve()
+
+    @field_validator("allowed_roots", mode="after")
+    @classmethod
+    def _resolve_roots(cls, v: list[Path]) -> list[Path]:
+        return [p.expanduser().resolve() for p in v]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config = Path(os.environ.get(CONFIG_ENV, str(DEFAULT_CONFIG)))
+        yaml_source = YamlConfigSettingsSource(settings_cls, yaml_file=config if config.is_file() else None)
+        return (init_settings, env_settings, yaml_source)
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+    @property
+    def projects_dir(self) -> Path:
+        return self.home / "projects"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings for this process (read once)."""
+    return load_settings()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Fresh settings; keyword overrides win over env and YAML."""
+    return Settings(**overrides)

@@ -1,0 +1,192 @@
+"""Extract: a git commit's code, docs and history become train/eval chat samples."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import multiprocessing
+import os
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+
+from core import atomic
+from core.config import ExtractConfig
+from core.errors import InputError
+from core.settings import Settings
+from tasks.extraction import history
+from tasks.extraction.assemble import assemble
+from tasks.extraction.blobs import BlobReader
+from tasks.extraction.cache import ResultCache
+from tasks.extraction.files import classify, ignore_matcher, list_tree, symlink_leaves_repo
+from tasks.extraction.parse import PARSER_VERSION, FileResult, process_file
+from tasks.extraction.samples import commit_sample
+from tasks.extraction.secrets import SecretScanner
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+_INLINE_BELOW = 300  # fewer files than this are parsed in-process: a pool costs more than it saves
+
+
+def extract_dataset(
+    repo: Path, out_dir: Path, cfg: ExtractConfig, cache_dir: Path, *, rev: str = "HEAD",
+    display: str = "repository", progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Write out_dir/{train,eval}.jsonl and stats.json from commit `rev` of `repo`; returns the stats."""
+    started = time.perf_counter()
+    commit = _resolve_commit(repo, rev, display)
+    cfg_hash = hashlib.sha256(cfg.model_dump_json(exclude={"workers"}).encode()).hexdigest()[:16]
+    entries = list_tree(repo, commit)
+    skipped: Counter[str] = Counter()
+    with BlobReader(repo) as blobs:
+        gitignores = [e for e in entries if e.path.rsplit("/", 1)[-1] == ".gitignore" and e.mode != "120000"]
+        ignored = ignore_matcher(dict(zip([e.path for e in gitignores],
+                                          blobs.read_many([e.sha for e in gitignores]), strict=True)))
+        sources, links = [], []
+        for e in entries:
+            lang, reason = classify(e, cfg, ignored)
+            if lang:
+                sources.append((e, lang))
+            elif reason == "symlink":
+                links.append(e)
+            elif reason:
+                skipped[reason] += 1
+        for e, target in zip(links, blobs.read_many([e.sha for e in links]), strict=True):
+            skipped["symlink_outside_repo" if symlink_leaves_repo(e.path, target) else "symlink"] += 1
+        if not sources:
+            raise InputError(f"no supported source files in {display} at {commit[:12]} "
+                             f"(languages: {', '.join(cfg.languages)}; skipped: {dict(skipped) or 'none'})")
+
+        cache = ResultCache(cache_dir / "extract.sqlite")
+        keys = [_key(PARSER_VERSION, cfg_hash, e.path, e.sha) for e, _ in sources]
+        results: dict[str, FileResult] = cache.get_many(keys)
+        todo = [(k, e, lang) for k, (e, lang) in zip(keys, sources, strict=True) if k not in results]
+        log.info("%d source files, %d cached, %d to parse", len(sources), len(sources) - len(todo), len(todo))
+        fresh = _parse_all(todo, blobs, cfg, progress)
+        results.update(fresh)
+        cache.put_many(fresh.items())
+
+    commit_results = _history(repo, commit, cfg, cfg_hash, cache, progress)
+    cache.close()
+    files = [(e.path, lang, results[k]) for k, (e, lang) in zip(keys, sources, strict=True)]
+    train, evals, stats = assemble(files, commit_results, commit, cfg)
+    stats["files"] = {"total": len(entries), "sources": len(sources), "parsed": len(todo),
+                      "cached": len(sources) - len(todo),
+                      "skipped": dict(sorted((skipped + stats.pop("content_skipped")).items()))}
+    stats["config_hash"] = cfg_hash
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic.write_jsonl(out_dir / "train.jsonl", train)
+    atomic.write_jsonl(out_dir / "eval.jsonl", evals)
+    stats["dataset_sha256"] = _digest(out_dir / "train.jsonl", out_dir / "eval.jsonl")
+    atomic.write_json(out_dir / "stats.json", stats)
+    elapsed = time.perf_counter() - started
+    log.info("extracted %d train / %d eval samples from %d files in %.2fs",
+             len(train), len(evals), len(sources), elapsed)
+    return {**stats, "elapsed_seconds": round(elapsed, 3)}
+
+
+def _resolve_commit(repo: Path, rev: str, display: str) -> str:
+    if rev.startswith("-"):
+        raise InputError(f"invalid revision '{rev}'")
+    proc = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise InputError(f"{display} has no commit '{rev}' (is it an empty repository?)")
+    return proc.stdout.strip()
+
+
+def _key(*parts: str) -> str:
+    return hashlib.blake2b("\0".join(parts).encode(), digest_size=20).hexdigest()
+
+
+def _digest(*paths: Path) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def _parse_all(todo: list[tuple[str, Any, str]], blobs: BlobReader, cfg: ExtractConfig,
+               progress: Progress | None) -> dict[str, FileResult]:
+    out: dict[str, FileResult] = {}
+    if not todo:
+        return out
+    contents = blobs.read_many([e.sha for _, e, _ in todo])
+    jobs = ((k, e.path, lang, data) for (k, e, lang), data in zip(todo, contents, strict=True))
+    workers = cfg.workers or os.cpu_count() or 1
+    if workers == 1 or len(todo) < _INLINE_BELOW:
+        _init_worker(cfg)
+        done = map(_work, jobs)
+    else:
+        pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, (cfg,))
+        done = pool.imap(_work, jobs, chunksize=16)
+    try:
+        for i, (key, result) in enumerate(done, 1):
+            out[key] = result
+            if progress and (i % 50 == 0 or i == len(todo)):
+                progress("parse", i, len(todo))
+    finally:
+        if workers > 1 and len(todo) >= _INLINE_BELOW:
+            pool.close()
+            pool.join()
+    return out
+
+
+_worker_state: dict[str, Any] = {}
+
+
+def _init_worker(cfg: ExtractConfig) -> None:
+    _worker_state["cfg"] = cfg
+    _worker_state["scanner"] = SecretScanner(cfg.entropy_threshold)
+
+
+def _work(job: tuple[str, str, str, bytes]) -> tuple[str, FileResult]:
+    key, path, lang, data = job
+    return key, process_file(path, lang, data, "", _worker_state["cfg"], _worker_state["scanner"])
+
+
+def _history(repo: Path, commit: str, cfg: ExtractConfig, cfg_hash: str, cache: ResultCache,
+             progress: Progress | None) -> list[dict[str, Any]]:
+    """Per commit: {"sample": ...} or {"skip": reason}; cached by commit SHA (commits never change)."""
+    if not cfg.history:
+        return []
+    shas = history.list_commits(repo, commit, cfg.max_commits)
+    keys = [_key("commit", PARSER_VERSION, cfg_hash, s) for s in shas]
+    found = cache.get_many(keys)
+    missing = [s for s, k in zip(shas, keys, strict=True) if k not in found]
+    scanner = SecretScanner(cfg.entropy_threshold)
+    fresh = {}
+    for c in history.read_commits(repo, missing):
+        fresh[_key("commit", PARSER_VERSION, cfg_hash, c.sha)] = _commit_result(c, cfg, scanner)
+    if progress:
+        progress("history", len(shas), len(shas))
+    cache.put_many(fresh.items())
+    found.update(fresh)
+    return [found[k] for k in keys]
+
+
+def _commit_result(c: history.Commit, cfg: ExtractConfig, scanner: SecretScanner) -> dict[str, Any]:
+    if not c.diff.strip() or not c.paths:
+        return {"skip": "empty_diff"}
+    if len(c.diff.encode()) > cfg.max_diff_bytes:
+        return {"skip": "huge_diff"}
+    if "\nBinary files " in c.diff and c.diff.count("\n@@") == 0:
+        return {"skip": "binary_diff"}
+    if not history.is_informative(c.message, cfg.min_commit_message_chars):
+        return {"skip": "uninformative_message"}
+    if any(p in cfg.skip_dirs for path in c.paths for p in path.split("/")[:-1]):
+        return {"skip": "vendored_or_generated_dir"}
+    if scanner.first_reason(c.message) or scanner.first_reason(c.diff):
+        return {"skip": "secret"}
+    return {"sample": commit_sample(c, c.paths[0]), "paths": list(c.paths)}
+
+
+@task(name="extract-data")
+def extract_task(repo_path: str, out_dir: str, settings: Settings, display: str = "repository") -> dict[str, Any]:
+    """Prefect task: extraction. Not retried: it is deterministic, and a rerun reuses the per-file cache."""
+    return extract_dataset(Path(repo_path), Path(out_dir), settings.extract, settings.cache_dir, display=display)

@@ -1,0 +1,48 @@
+"""One file in, its samples out: the unit of work a parser process does and the cache stores."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.config import ExtractConfig
+from tasks.extraction import docs, python_ast, treesitter
+from tasks.extraction.files import content_skip_reason
+from tasks.extraction.samples import section_samples, symbol_samples
+from tasks.extraction.secrets import SecretScanner
+
+# Bump when the output of process_file changes, so cached results are not reused.
+PARSER_VERSION = "1"
+
+FileResult = dict[str, Any]  # {"samples": [...], "skip": reason, "dropped": {reason: n}}
+
+
+def process_file(path: str, lang: str, data: bytes, commit: str, cfg: ExtractConfig,
+                 scanner: SecretScanner) -> FileResult:
+    """Parse one file and build its samples; secret-bearing samples are dropped and counted."""
+    reason = content_skip_reason(path, lang, data)
+    if reason:
+        return {"samples": [], "skip": reason, "dropped": {}}
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"samples": [], "skip": "not_utf8", "dropped": {}}
+    try:
+        if lang == "python":
+            samples = symbol_samples(python_ast.extract_symbols(text), path, lang, commit, cfg)
+        elif lang == "markdown":
+            samples = section_samples(docs.split_markdown(text), path, lang, commit, cfg)
+        elif lang == "rst":
+            samples = section_samples(docs.split_rst(text), path, lang, commit, cfg)
+        else:
+            samples = symbol_samples(treesitter.extract_symbols(data, lang), path, lang, commit, cfg)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return {"samples": [], "skip": "parse_error", "dropped": {}}
+    if not scanner.first_reason(text):  # clean file: our templates add no secrets
+        return {"samples": samples, "skip": "", "dropped": {}}
+    kept, dropped = [], 0
+    for s in samples:
+        if any(scanner.first_reason(m["content"]) for m in s["messages"]):
+            dropped += 1
+        else:
+            kept.append(s)
+    return {"samples": kept, "skip": "", "dropped": {"secret": dropped} if dropped else {}}
