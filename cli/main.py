@@ -17,8 +17,11 @@ from rich.table import Table
 from core.errors import ForgeflowError
 from core.settings import get_settings
 
-app = typer.Typer(help="forgeflow: turn a git repository into its own local coding assistant.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="forgeflow: turn a git repository into its own local coding assistant.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 out = Console()
 err = Console(stderr=True)
 T = TypeVar("T")
@@ -28,7 +31,9 @@ RepoOpt = Annotated[str, typer.Option("--repo", help="local path or git URL (htt
 
 def _run(fn: Callable[[], T]) -> T:
     """Run a command body; user errors become one red line and an exit code, never a traceback."""
-    logging.basicConfig(level=os.environ.get("FORGEFLOW_LOG_LEVEL", "WARNING"), format="%(levelname)s %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("FORGEFLOW_LOG_LEVEL", "WARNING"), format="%(levelname)s %(message)s"
+    )
     try:
         return fn()
     except ForgeflowError as exc:
@@ -40,21 +45,33 @@ def _run(fn: Callable[[], T]) -> T:
     except Exception as exc:  # a bug of ours: say so in one line, keep the traceback for debugging
         if os.environ.get("FORGEFLOW_DEBUG"):
             raise
-        err.print(f"[red]internal error:[/red] {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                  " (set FORGEFLOW_DEBUG=1 for a traceback)", highlight=False)
+        err.print(
+            f"[red]internal error:[/red] {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            " (set FORGEFLOW_DEBUG=1 for a traceback)",
+            highlight=False,
+        )
         raise typer.Exit(3) from None
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=err, transient=True, disable=not err.is_terminal)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
 
 
 @app.command()
 def monitor(
     repo: RepoOpt = ".",
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
-    mark_trained: Annotated[str | None, typer.Option(help="record that a model was trained at this commit")] = None,
+    mark_trained: Annotated[
+        str | None, typer.Option(help="record that a model was trained at this commit")
+    ] = None,
 ) -> None:
     """Should this repository's assistant be retrained? (or record a training with --mark-trained)"""
     from core.repos import resolve_repo
@@ -103,8 +120,15 @@ def extract(
                     tasks[stage] = bar.add_task(stage, total=total)
                 bar.update(tasks[stage], completed=done, total=total)
 
-            return extract_dataset(handle.path, out_dir, settings.extract, settings.cache_dir, rev=rev,
-                                   display=handle.display, progress=report)
+            return extract_dataset(
+                handle.path,
+                out_dir,
+                settings.extract,
+                settings.cache_dir,
+                rev=rev,
+                display=handle.display,
+                progress=report,
+            )
 
     stats = _run(body)
     _print_summary(stats, out_dir)
@@ -112,8 +136,10 @@ def extract(
 
 def _print_summary(stats: dict[str, Any], out_dir: Path) -> None:
     s = stats["samples"]
-    out.print(f"[bold]{s['total']}[/] samples ([green]{s['train']}[/] train, [cyan]{s['eval']}[/] eval) "
-              f"from {stats['files']['sources']} files at {stats['commit'][:12]} → {out_dir}")
+    out.print(
+        f"[bold]{s['total']}[/] samples ([green]{s['train']}[/] train, [cyan]{s['eval']}[/] eval) "
+        f"from {stats['files']['sources']} files at {stats['commit'][:12]} → {out_dir}"
+    )
     table = Table("task", "samples")
     for task, n in s["by_task"].items():
         table.add_row(task, str(n))
@@ -124,7 +150,9 @@ def _print_summary(stats: dict[str, Any], out_dir: Path) -> None:
 
 
 @app.command()
-def validate(dataset: Annotated[Path, typer.Argument(help="dataset directory (train.jsonl, eval.jsonl)")]) -> None:
+def validate(
+    dataset: Annotated[Path, typer.Argument(help="dataset directory (train.jsonl, eval.jsonl)")],
+) -> None:
     """Check a dataset with Great Expectations; exit 1 naming the failed expectations."""
     from core.base_models import load_tokenizer
     from core.errors import ValidationFailed
@@ -148,7 +176,9 @@ def validate(dataset: Annotated[Path, typer.Argument(help="dataset directory (tr
 def prepare(
     repo: RepoOpt = ".",
     out_dir: Annotated[Path, typer.Option("--out")] = Path("data/dataset"),
-    only_if_changed: Annotated[bool, typer.Option(help="skip extraction unless the monitor says retrain")] = False,
+    only_if_changed: Annotated[
+        bool, typer.Option(help="skip extraction unless the monitor says retrain")
+    ] = False,
 ) -> None:
     """Run the prepare-data Prefect flow: monitor → extract → validate."""
     from flows.prepare_data import PrepareDataParams, prepare_data
@@ -162,4 +192,3 @@ def prepare(
     if result.get("extract"):
         _print_summary(result["extract"], out_dir)
         out.print(f"validation: [green]passed[/] ({result['validation']['samples']} samples)")
-

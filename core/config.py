@@ -7,6 +7,16 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Language = Literal["python", "javascript", "typescript", "go", "rust", "java", "markdown", "rst"]
+ALL_LANGUAGES: tuple[Language, ...] = (
+    "python",
+    "javascript",
+    "typescript",
+    "go",
+    "rust",
+    "java",
+    "markdown",
+    "rst",
+)
 
 
 class StepConfig(BaseModel):
@@ -26,13 +36,25 @@ class MonitorConfig(StepConfig):
     release_tag_patterns: list[str] = Field(default_factory=lambda: ["v*", "release/*"])
     fetch_retries: int = Field(3, ge=0, le=10, description="retries of clone/fetch on network errors")
     fetch_backoff_seconds: float = Field(2.0, ge=0, le=300)
+    fetch_timeout_seconds: float = Field(
+        1800, ge=1, le=86_400, description="a clone or fetch running longer is killed (then retried)"
+    )
 
 
 class ExtractConfig(StepConfig):
     """What becomes a training sample, and what never does."""
 
     languages: list[Language] = Field(
-        default_factory=lambda: ["python", "javascript", "typescript", "go", "rust", "java", "markdown", "rst"]
+        default_factory=lambda: [
+            "python",
+            "javascript",
+            "typescript",
+            "go",
+            "rust",
+            "java",
+            "markdown",
+            "rst",
+        ]
     )
     eval_fraction: float = Field(0.1, ge=0.0, le=0.5, description="share of files held out for eval")
     split_seed: str = Field("forgeflow", min_length=1, max_length=64)
@@ -50,8 +72,19 @@ class ExtractConfig(StepConfig):
     workers: int = Field(0, ge=0, le=64, description="parser processes; 0 = one per CPU")
     skip_dirs: list[str] = Field(
         default_factory=lambda: [
-            "node_modules", "vendor", "dist", "build", "third_party", "site-packages",
-            ".venv", "venv", "__pycache__", ".tox", ".mypy_cache", "target", "generated",
+            "node_modules",
+            "vendor",
+            "dist",
+            "build",
+            "third_party",
+            "site-packages",
+            ".venv",
+            "venv",
+            "__pycache__",
+            ".tox",
+            ".mypy_cache",
+            "target",
+            "generated",
         ]
     )
 

@@ -18,6 +18,8 @@ from pydantic_settings import (
 
 from core.config import ExtractConfig, MonitorConfig, ValidateConfig
 
+UrlScheme = Literal["https", "ssh", "file", "git", "http"]
+_DEFAULT_SCHEMES: tuple[UrlScheme, ...] = ("https", "ssh", "file")
 DEFAULT_CONFIG = Path("configs/forgeflow.yaml")
 CONFIG_ENV = "FORGEFLOW_CONFIG"
 
@@ -38,9 +40,7 @@ class Settings(BaseSettings):
     allowed_roots: list[Path] = Field(
         default_factory=_default_roots, description="local repos and files must live under one of these"
     )
-    allowed_url_schemes: list[Literal["https", "ssh", "file", "git", "http"]] = Field(
-        default_factory=lambda: ["https", "ssh", "file"]
-    )
+    allowed_url_schemes: list[UrlScheme] = Field(default_factory=lambda: list(_DEFAULT_SCHEMES))
     base_model: str = "smollm2-135m"
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     extract: ExtractConfig = Field(default_factory=ExtractConfig)

@@ -9,7 +9,7 @@ import os
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,14 @@ _INLINE_BELOW = 300  # fewer files than this are parsed in-process: a pool costs
 
 
 def extract_dataset(
-    repo: Path, out_dir: Path, cfg: ExtractConfig, cache_dir: Path, *, rev: str = "HEAD",
-    display: str = "repository", progress: Progress | None = None,
+    repo: Path,
+    out_dir: Path,
+    cfg: ExtractConfig,
+    cache_dir: Path,
+    *,
+    rev: str = "HEAD",
+    display: str = "repository",
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Write out_dir/{train,eval}.jsonl and stats.json from commit `rev` of `repo`; returns the stats."""
     started = time.perf_counter()
@@ -45,8 +51,9 @@ def extract_dataset(
     skipped: Counter[str] = Counter()
     with BlobReader(repo) as blobs:
         gitignores = [e for e in entries if e.path.rsplit("/", 1)[-1] == ".gitignore" and e.mode != "120000"]
-        ignored = ignore_matcher(dict(zip([e.path for e in gitignores],
-                                          blobs.read_many([e.sha for e in gitignores]), strict=True)))
+        ignored = ignore_matcher(
+            dict(zip([e.path for e in gitignores], blobs.read_many([e.sha for e in gitignores]), strict=True))
+        )
         sources, links = [], []
         for e in entries:
             lang, reason = classify(e, cfg, ignored)
@@ -59,8 +66,10 @@ def extract_dataset(
         for e, target in zip(links, blobs.read_many([e.sha for e in links]), strict=True):
             skipped["symlink_outside_repo" if symlink_leaves_repo(e.path, target) else "symlink"] += 1
         if not sources:
-            raise InputError(f"no supported source files in {display} at {commit[:12]} "
-                             f"(languages: {', '.join(cfg.languages)}; skipped: {dict(skipped) or 'none'})")
+            raise InputError(
+                f"no supported source files in {display} at {commit[:12]} "
+                f"(languages: {', '.join(cfg.languages)}; skipped: {dict(skipped) or 'none'})"
+            )
 
         cache = ResultCache(cache_dir / "extract.sqlite")
         keys = [_key(PARSER_VERSION, cfg_hash, e.path, e.sha) for e, _ in sources]
@@ -75,9 +84,13 @@ def extract_dataset(
     cache.close()
     files = [(e.path, lang, results[k]) for k, (e, lang) in zip(keys, sources, strict=True)]
     train, evals, stats = assemble(files, commit_results, commit, cfg)
-    stats["files"] = {"total": len(entries), "sources": len(sources), "parsed": len(todo),
-                      "cached": len(sources) - len(todo),
-                      "skipped": dict(sorted((skipped + stats.pop("content_skipped")).items()))}
+    stats["files"] = {
+        "total": len(entries),
+        "sources": len(sources),
+        "parsed": len(todo),
+        "cached": len(sources) - len(todo),
+        "skipped": dict(sorted((skipped + stats.pop("content_skipped")).items())),
+    }
     stats["config_hash"] = cfg_hash
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic.write_jsonl(out_dir / "train.jsonl", train)
@@ -85,16 +98,24 @@ def extract_dataset(
     stats["dataset_sha256"] = _digest(out_dir / "train.jsonl", out_dir / "eval.jsonl")
     atomic.write_json(out_dir / "stats.json", stats)
     elapsed = time.perf_counter() - started
-    log.info("extracted %d train / %d eval samples from %d files in %.2fs",
-             len(train), len(evals), len(sources), elapsed)
+    log.info(
+        "extracted %d train / %d eval samples from %d files in %.2fs",
+        len(train),
+        len(evals),
+        len(sources),
+        elapsed,
+    )
     return {**stats, "elapsed_seconds": round(elapsed, 3)}
 
 
 def _resolve_commit(repo: Path, rev: str, display: str) -> str:
     if rev.startswith("-"):
         raise InputError(f"invalid revision '{rev}'")
-    proc = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         raise InputError(f"{display} has no commit '{rev}' (is it an empty repository?)")
     return proc.stdout.strip()
@@ -111,8 +132,9 @@ def _digest(*paths: Path) -> str:
     return h.hexdigest()
 
 
-def _parse_all(todo: list[tuple[str, Any, str]], blobs: BlobReader, cfg: ExtractConfig,
-               progress: Progress | None) -> dict[str, FileResult]:
+def _parse_all(
+    todo: list[tuple[str, Any, str]], blobs: BlobReader, cfg: ExtractConfig, progress: Progress | None
+) -> dict[str, FileResult]:
     out: dict[str, FileResult] = {}
     if not todo:
         return out
@@ -121,7 +143,7 @@ def _parse_all(todo: list[tuple[str, Any, str]], blobs: BlobReader, cfg: Extract
     workers = cfg.workers or os.cpu_count() or 1
     if workers == 1 or len(todo) < _INLINE_BELOW:
         _init_worker(cfg)
-        done = map(_work, jobs)
+        done: Iterator[tuple[str, FileResult]] = map(_work, jobs)
     else:
         pool = multiprocessing.get_context("spawn").Pool(workers, _init_worker, (cfg,))
         done = pool.imap(_work, jobs, chunksize=16)
@@ -150,8 +172,9 @@ def _work(job: tuple[str, str, str, bytes]) -> tuple[str, FileResult]:
     return key, process_file(path, lang, data, "", _worker_state["cfg"], _worker_state["scanner"])
 
 
-def _history(repo: Path, commit: str, cfg: ExtractConfig, cfg_hash: str, cache: ResultCache,
-             progress: Progress | None) -> list[dict[str, Any]]:
+def _history(
+    repo: Path, commit: str, cfg: ExtractConfig, cfg_hash: str, cache: ResultCache, progress: Progress | None
+) -> list[dict[str, Any]]:
     """Per commit: {"sample": ...} or {"skip": reason}; cached by commit SHA (commits never change)."""
     if not cfg.history:
         return []
@@ -187,6 +210,48 @@ def _commit_result(c: history.Commit, cfg: ExtractConfig, scanner: SecretScanner
 
 
 @task(name="extract-data")
-def extract_task(repo_path: str, out_dir: str, settings: Settings, display: str = "repository") -> dict[str, Any]:
+def extract_task(
+    repo_path: str,
+    out_dir: str,
+    settings: Settings,
+    display: str = "repository",
+    progress: Progress | None = None,
+) -> dict[str, Any]:
     """Prefect task: extraction. Not retried: it is deterministic, and a rerun reuses the per-file cache."""
-    return extract_dataset(Path(repo_path), Path(out_dir), settings.extract, settings.cache_dir, display=display)
+    return extract_dataset(
+        Path(repo_path),
+        Path(out_dir),
+        settings.extract,
+        settings.cache_dir,
+        display=display,
+        progress=progress,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m tasks.extract --repo . --out data/dataset` (the DVC stage); exit 0, or 2 on bad input."""
+    import argparse
+
+    from core.repos import resolve_repo
+    from core.settings import get_settings
+
+    parser = argparse.ArgumentParser(prog="python -m tasks.extract", description=main.__doc__)
+    parser.add_argument("--repo", default=".")
+    parser.add_argument("--out", default="data/dataset", type=Path)
+    parser.add_argument("--rev", default="HEAD")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = get_settings()
+        handle = resolve_repo(args.repo, settings)
+        extract_dataset(
+            handle.path, args.out, settings.extract, settings.cache_dir, rev=args.rev, display=handle.display
+        )
+    except InputError as exc:
+        log.error("%s", exc)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

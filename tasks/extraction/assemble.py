@@ -28,7 +28,9 @@ def _unit(seed: str, path: str) -> float:
 
 
 def assemble(
-    files: list[tuple[str, str, dict[str, Any]]], commits: list[dict[str, Any]], commit: str,
+    files: list[tuple[str, str, dict[str, Any]]],
+    commits: list[dict[str, Any]],
+    commit: str,
     cfg: ExtractConfig,
 ) -> tuple[list[Sample], list[Sample], dict[str, Any]]:
     """Split by file, drop ambiguous locate questions and duplicates; returns (train, eval, stats)."""
@@ -51,7 +53,9 @@ def assemble(
             commit_stats[c["skip"]] += 1
             continue
         s = copy.deepcopy(c["sample"])
-        touched_eval = sorted(p for p in c["paths"] if p in held_out or _unit(cfg.split_seed, p) < cfg.eval_fraction)
+        touched_eval = sorted(
+            p for p in c["paths"] if p in held_out or _unit(cfg.split_seed, p) < cfg.eval_fraction
+        )
         # a commit touching any eval file is eval, and is filed under that file so splits stay disjoint
         s["meta"]["split"] = "eval" if touched_eval else "train"
         s["meta"]["source_path"] = touched_eval[0] if touched_eval else s["meta"]["source_path"]
@@ -60,16 +64,26 @@ def assemble(
 
     samples = _drop_ambiguous_locates(samples, dropped)
     # eval first: when a train sample duplicates an eval one, the train copy goes (no leakage)
-    samples.sort(key=lambda s: (s["meta"]["split"] != "eval", s["meta"]["source_path"],
-                                tuple(s["meta"]["lines"]), s["meta"]["task"]))
+    samples.sort(
+        key=lambda s: (
+            s["meta"]["split"] != "eval",
+            s["meta"]["source_path"],
+            tuple(s["meta"]["lines"]),
+            s["meta"]["task"],
+        )
+    )
     samples = _dedup(samples, cfg, dropped)
     train = [s for s in samples if s["meta"]["split"] == "train"]
     evals = [s for s in samples if s["meta"]["split"] == "eval"]
     stats = {
         "commit": commit,
-        "samples": {"total": len(samples), "train": len(train), "eval": len(evals),
-                    "by_task": dict(sorted(Counter(s["meta"]["task"] for s in samples).items())),
-                    "by_lang": dict(sorted(Counter(s["meta"]["lang"] for s in samples).items()))},
+        "samples": {
+            "total": len(samples),
+            "train": len(train),
+            "eval": len(evals),
+            "by_task": dict(sorted(Counter(s["meta"]["task"] for s in samples).items())),
+            "by_lang": dict(sorted(Counter(s["meta"]["lang"] for s in samples).items())),
+        },
         "split": {"eval_files": len(held_out), "eval_fraction": cfg.eval_fraction},
         "dropped": dict(sorted(dropped.items())),
         "commits": {"seen": len(commits), **dict(sorted(commit_stats.items()))},
@@ -85,7 +99,9 @@ def _drop_ambiguous_locates(samples: list[Sample], dropped: Counter[str]) -> lis
         if s["meta"]["task"] == "locate":
             answers[s["messages"][0]["content"]].add(s["messages"][1]["content"])
     ambiguous = {q for q, a in answers.items() if len(a) > 1}
-    kept = [s for s in samples if not (s["meta"]["task"] == "locate" and s["messages"][0]["content"] in ambiguous)]
+    kept = [
+        s for s in samples if not (s["meta"]["task"] == "locate" and s["messages"][0]["content"] in ambiguous)
+    ]
     if len(kept) != len(samples):
         dropped["ambiguous_locate"] += len(samples) - len(kept)
     return kept

@@ -15,7 +15,9 @@ class BlobReader:
     def __init__(self, repo: Path) -> None:
         self._proc = subprocess.Popen(
             ["git", "-C", str(repo), "cat-file", "--batch"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
         )
 
     def __enter__(self) -> BlobReader:

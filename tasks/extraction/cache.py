@@ -26,7 +26,9 @@ class ResultCache:
         for i in range(0, len(keys), 500):  # SQLite's bound-parameter limit
             chunk = keys[i : i + 500]
             marks = ",".join("?" * len(chunk))
-            for key, blob in self._db.execute(f"SELECT key, value FROM results WHERE key IN ({marks})", chunk):
+            for key, blob in self._db.execute(
+                f"SELECT key, value FROM results WHERE key IN ({marks})", chunk
+            ):
                 found[key] = json.loads(zlib.decompress(blob))
         return found
 

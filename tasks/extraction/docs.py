@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 _ATX = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
+_SETEXT = re.compile(r"\s{0,3}(=+|-+)\s*")
 _RST_ADORN = re.compile(r"^([=\-`:'\"~^_*+#<>.])\1{2,}\s*$")
 
 
@@ -23,7 +24,7 @@ class Section:
 def split_markdown(text: str) -> list[Section]:
     """Sections of a Markdown document (ATX `#` and setext `===`/`---` headings; code fences respected)."""
     lines = text.replace("\r\n", "\n").split("\n")
-    heads: list[tuple[int, int, str]] = []  # (line index, level, title)
+    heads: list[tuple[int, int, str, int]] = []  # (line index, level, title, first body line index)
     in_fence = False
     for i, line in enumerate(lines):
         if _FENCE.match(line):
@@ -33,19 +34,24 @@ def split_markdown(text: str) -> list[Section]:
             continue
         m = _ATX.match(line)
         if m:
-            heads.append((i, len(m.group(1)), m.group(2).strip()))
-        elif i > 0 and lines[i - 1].strip() and re.fullmatch(r"\s{0,3}(=+|-+)\s*", line):
+            heads.append((i, len(m.group(1)), m.group(2).strip(), i + 1))
+        elif i > 0 and lines[i - 1].strip() and _SETEXT.fullmatch(line):
             prev = lines[i - 1].strip()
-            if heads and heads[-1][0] == i - 1 or _ATX.match(lines[i - 1]) or prev.startswith(("-", "*", ">")):
+            if (
+                heads
+                and heads[-1][0] == i - 1
+                or _ATX.match(lines[i - 1])
+                or prev.startswith(("-", "*", ">"))
+            ):
                 continue
-            heads.append((i - 1, 1 if "=" in line else 2, prev))
-    return _sections(lines, heads, setext=True)
+            heads.append((i - 1, 1 if "=" in line else 2, prev, i + 1))
+    return _sections(lines, heads)
 
 
 def split_rst(text: str) -> list[Section]:
     """Sections of a reStructuredText document; heading levels follow the order adornments appear."""
     lines = text.replace("\r\n", "\n").split("\n")
-    heads: list[tuple[int, int, str]] = []
+    heads: list[tuple[int, int, str, int]] = []
     styles: list[tuple[str, bool]] = []
     i = 0
     while i < len(lines) - 1:
@@ -57,22 +63,19 @@ def split_rst(text: str) -> list[Section]:
             style = (under.group(1), bool(over))
             if style not in styles:
                 styles.append(style)
-            heads.append((i, styles.index(style) + 1, title))
+            heads.append((i, styles.index(style) + 1, title, under_idx + 1))
             i = under_idx + 1
             continue
         i += 1
-    return _sections(lines, heads, setext=False)
+    return _sections(lines, heads)
 
 
-def _sections(lines: list[str], heads: list[tuple[int, int, str]], *, setext: bool) -> list[Section]:
+def _sections(lines: list[str], heads: list[tuple[int, int, str, int]]) -> list[Section]:
     out: list[Section] = []
     trail: list[tuple[int, str]] = []
-    for n, (idx, level, title) in enumerate(heads):
+    for n, (idx, level, title, body_start) in enumerate(heads):
         trail = [t for t in trail if t[0] < level] + [(level, title)]
         end = heads[n + 1][0] if n + 1 < len(heads) else len(lines)
-        body_start = idx + 1
-        while body_start < end and (_RST_ADORN.match(lines[body_start]) or not lines[body_start].strip()):
-            body_start += 1
         body = "\n".join(lines[body_start:end]).strip()
         out.append(Section(" > ".join(t for _, t in trail), body, idx + 1, max(idx + 1, end)))
     return out

@@ -10,7 +10,9 @@ from pathlib import Path
 _SEP = "\x1e\x1fforgeflow-commit\x1f"
 _DIFF_PATH = re.compile(r"^diff --git a/(.+?) b/(.+)$", re.M)
 # Messages that say nothing about the change teach the model nothing.
-_UNINFORMATIVE = re.compile(r"^(wip|fix(es)?|update[sd]?|changes?|misc|typo|tmp|test|initial commit|\.+)\W*$", re.I)
+_UNINFORMATIVE = re.compile(
+    r"^(wip|fix(es)?|update[sd]?|changes?|misc|typo|tmp|test|initial commit|\.+)\W*$", re.I
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,8 +36,17 @@ def read_commits(repo: Path, shas: list[str]) -> list[Commit]:
     if not shas:
         return []
     out = _git(
-        repo, "log", "--no-walk=unsorted", "--stdin", "-p", "--no-color", "--no-ext-diff", "--no-renames",
-        "--unified=3", f"--format={_SEP}%H%n%B{_SEP}", stdin="\n".join(shas) + "\n",
+        repo,
+        "log",
+        "--no-walk=unsorted",
+        "--stdin",
+        "-p",
+        "--no-color",
+        "--no-ext-diff",
+        "--no-renames",
+        "--unified=3",
+        f"--format={_SEP}%H%n%B{_SEP}",
+        stdin="\n".join(shas) + "\n",
     )
     commits = []
     parts = out.split(_SEP)
@@ -56,7 +67,9 @@ def is_informative(message: str, min_chars: int) -> bool:
 
 def _git(repo: Path, *args: str, stdin: str | None = None) -> str:
     proc = subprocess.run(
-        ["git", "-C", str(repo), *args], input=stdin.encode() if stdin else None,
-        capture_output=True, check=True,
+        ["git", "-C", str(repo), *args],
+        input=stdin.encode() if stdin else None,
+        capture_output=True,
+        check=True,
     )
     return proc.stdout.decode("utf-8", errors="replace")

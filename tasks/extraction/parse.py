@@ -16,8 +16,9 @@ PARSER_VERSION = "1"
 FileResult = dict[str, Any]  # {"samples": [...], "skip": reason, "dropped": {reason: n}}
 
 
-def process_file(path: str, lang: str, data: bytes, commit: str, cfg: ExtractConfig,
-                 scanner: SecretScanner) -> FileResult:
+def process_file(
+    path: str, lang: str, data: bytes, commit: str, cfg: ExtractConfig, scanner: SecretScanner
+) -> FileResult:
     """Parse one file and build its samples; secret-bearing samples are dropped and counted."""
     reason = content_skip_reason(path, lang, data)
     if reason:

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import ast
 import inspect
+import textwrap
 import warnings
+from typing import cast
 
 from tasks.extraction.symbols import Symbol
 
 _DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+class _DocExpr(ast.Expr):
+    """An expression statement whose value is a string constant (a docstring)."""
+
+    value: ast.Constant
 
 
 def extract_symbols(source: str) -> list[Symbol]:
@@ -24,7 +32,7 @@ def extract_symbols(source: str) -> list[Symbol]:
     out: list[Symbol] = []
     module_doc = _docstring_node(tree)
     if module_doc is not None:
-        doc = inspect.cleandoc(module_doc.value.value)
+        doc = inspect.cleandoc(str(module_doc.value.value))
         code = text
         doc_end = module_doc.end_lineno or module_doc.lineno
         without = _drop_lines(lines, module_doc.lineno - 1, doc_end - 1).lstrip("\n")
@@ -39,10 +47,7 @@ def _walk(body: list[ast.stmt], scope: tuple[str, ...], lines: list[str], out: l
         if not isinstance(node, _DEFS):
             continue
         qual = (*scope, node.name)
-        if isinstance(node, ast.ClassDef):
-            kind = "class"
-        else:
-            kind = "method" if in_class else "function"
+        kind = "class" if isinstance(node, ast.ClassDef) else "method" if in_class else "function"
         out.append(_symbol(node, kind, ".".join(qual), lines))
         if isinstance(node, ast.ClassDef):
             # methods and nested classes; functions nested in function bodies are not API surface
@@ -54,7 +59,7 @@ def _symbol(
 ) -> Symbol:
     start = node.decorator_list[0].lineno if node.decorator_list else node.lineno
     end = node.end_lineno or node.lineno
-    code = "\n".join(lines[start - 1 : end])
+    code = textwrap.dedent("\n".join(lines[start - 1 : end]))
     first_body = node.body[0].lineno
     sig_lines = lines[node.lineno - 1 : max(node.lineno, first_body - 1)]
     signature = " ".join(s.strip() for s in sig_lines).strip()
@@ -64,11 +69,12 @@ def _symbol(
     doc = None
     without = code
     if doc_node is not None:
-        doc = inspect.cleandoc(doc_node.value.value) or None
+        doc = inspect.cleandoc(str(doc_node.value.value)) or None
         d_start, d_end = doc_node.lineno, doc_node.end_lineno or doc_node.lineno
         if d_start > node.lineno:  # docstring on its own lines: cut them, keep the body valid
             placeholder = None if len(node.body) > 1 else " " * doc_node.col_offset + "..."
-            without = _drop_lines(lines[start - 1 : end], d_start - start, d_end - start, placeholder)
+            body = lines[start - 1 : end]
+            without = textwrap.dedent(_drop_lines(body, d_start - start, d_end - start, placeholder))
     return Symbol(
         kind,  # type: ignore[arg-type]
         node.name,
@@ -82,7 +88,7 @@ def _symbol(
     )
 
 
-def _docstring_node(node: ast.AST) -> ast.Expr | None:
+def _docstring_node(node: ast.AST) -> _DocExpr | None:
     body = getattr(node, "body", None)
     if not body:
         return None
@@ -92,7 +98,7 @@ def _docstring_node(node: ast.AST) -> ast.Expr | None:
         and isinstance(first.value, ast.Constant)
         and isinstance(first.value.value, str)
     ):
-        return first
+        return cast(_DocExpr, first)
     return None
 
 

@@ -1,0 +1,327 @@
+"""Validate a dataset directory (train.jsonl + eval.jsonl) against its expectations before training."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field, ValidationError
+
+from core.atomic import write_json, write_text
+from core.base_models import load_tokenizer
+from core.config import ValidateConfig
+from core.errors import InputError, ValidationFailed
+from core.schemas import Sample
+from core.settings import Settings
+from tasks.extraction.secrets import SECRET_PATTERNS
+from tasks.validation_suite import ExpectationResult, run_expectations
+
+__all__ = [
+    "ExpectationResult",
+    "ValidationReport",
+    "count_tokens",
+    "failure_message",
+    "main",
+    "render_report_markdown",
+    "validate_dataset",
+    "validate_task",
+]
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "eval")
+REPORT_JSON = "validation.json"
+REPORT_MD = "validation.md"
+ARTIFACT_KEY = "validation-report"
+_MAX_ERROR_CHARS = 120
+
+
+class ValidationReport(BaseModel):
+    """What `validate_dataset` found; `samples`, `train` and `eval` count lines that parse as a Sample."""
+
+    passed: bool
+    samples: int
+    train: int
+    eval: int
+    expectations: list[ExpectationResult]
+    token_stats: dict[str, float] = Field(description="min / mean / p95 / max rendered tokens per sample")
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+@dataclass
+class _Line:
+    file: str
+    line: int
+    split: str
+    sample: Sample | None
+    error: str | None
+
+
+def validate_dataset(dataset_dir: Path, cfg: ValidateConfig, tokenizer: Any) -> ValidationReport:
+    """Run every expectation on a dataset and write DIR/validation.json and DIR/validation.md.
+
+    Raises:
+        InputError: the directory or one of its JSONL files is missing or unreadable.
+    """
+    records = [rec for split, path in dataset_files(dataset_dir).items() for rec in _read_lines(path, split)]
+    valid = [rec for rec in records if rec.sample is not None]
+    lines = pd.DataFrame(
+        {
+            "file": [r.file for r in records],
+            "line": [r.line for r in records],
+            "schema_error": [r.error for r in records],
+        },
+        columns=["file", "line", "schema_error"],
+    ).astype({"file": object, "line": "int64", "schema_error": object})
+    tokens = count_tokens(tokenizer, [[m.model_dump() for m in r.sample.messages] for r in valid if r.sample])
+    samples = _flatten(valid, tokens)
+    results = run_expectations(lines, samples, cfg, SECRET_PATTERNS)
+    report = ValidationReport(
+        passed=all(r.success for r in results),
+        samples=len(samples),
+        train=int((samples["file_split"] == "train").sum()),
+        eval=int((samples["file_split"] == "eval").sum()),
+        expectations=results,
+        token_stats=_token_stats(samples["tokens"]),
+    )
+    write_json(dataset_dir / REPORT_JSON, report.model_dump(mode="json"))
+    write_text(dataset_dir / REPORT_MD, render_report_markdown(report))
+    return report
+
+
+def dataset_files(dataset_dir: Path) -> dict[str, Path]:
+    """The split files of a dataset directory, checked to exist.
+
+    Raises:
+        InputError: the directory or a split file is missing.
+    """
+    shown = _display(dataset_dir)
+    if not dataset_dir.is_dir():
+        raise InputError(f"dataset directory '{shown}' not found: run the extract step first")
+    files = {split: dataset_dir / f"{split}.jsonl" for split in SPLITS}
+    missing = [path.name for path in files.values() if not path.is_file()]
+    if missing:
+        raise InputError(f"dataset '{shown}' has no {' or '.join(missing)}: run the extract step first")
+    return files
+
+
+def count_tokens(tokenizer: Any, conversations: Sequence[list[dict[str, str]]]) -> list[int]:
+    """Token count of each conversation rendered with the tokenizer's chat template, as training renders it."""
+    if not conversations:
+        return []
+    if not getattr(tokenizer, "chat_template", None):
+        raise InputError("the validation tokenizer has no chat template: pick a chat (instruct) base model")
+    try:
+        texts = list(tokenizer.apply_chat_template(list(conversations), tokenize=False))
+    except Exception:  # one bad conversation must not hide the counts of the others
+        texts = [_render_one(tokenizer, conv) for conv in conversations]
+    # One batch call: the fast tokenizer encodes in parallel, the per-sample path is ~10x slower.
+    encoded = tokenizer([t or "" for t in texts], add_special_tokens=False, return_attention_mask=False)
+    return [len(ids) if text else 0 for ids, text in zip(encoded["input_ids"], texts, strict=True)]
+
+
+def render_report_markdown(report: ValidationReport) -> str:
+    """The report as Markdown: verdict, counts, token stats and one table row per expectation."""
+    verdict = "PASSED" if report.passed else "FAILED"
+    stats = report.token_stats
+    token_line = (
+        f"Rendered tokens per sample: min {stats['min']:.0f}, mean {stats['mean']:.1f}, "
+        f"p95 {stats['p95']:.0f}, max {stats['max']:.0f}."
+        if stats
+        else "No valid samples to count tokens of."
+    )
+    rows = [
+        f"| {r.name} | {'pass' if r.success else '**FAIL**'} | {r.unexpected_count} | {_cell(r.detail)} |"
+        for r in report.expectations
+    ]
+    return "\n".join(
+        [
+            f"# Dataset validation: {verdict}",
+            "",
+            f"{report.samples} valid samples (train {report.train}, eval {report.eval}), "
+            f"checked {report.created_at:%Y-%m-%d %H:%M:%S} UTC.",
+            "",
+            token_line,
+            "",
+            "| expectation | result | unexpected | detail |",
+            "| --- | --- | ---: | --- |",
+            *rows,
+            "",
+        ]
+    )
+
+
+def failure_message(report: ValidationReport) -> str:
+    """One line naming each failed expectation with its counts (or saying that all passed)."""
+    failed = [f"{r.name} ({r.detail})" for r in report.expectations if not r.success]
+    if not failed:
+        return f"validation passed: {report.samples} samples"
+    return " ".join(("validation failed: " + ", ".join(failed)).split())
+
+
+@task(name="validate-data", retries=0, cache_policy=NO_CACHE)
+def validate_task(dataset_dir: str, settings: Settings) -> ValidationReport:
+    """Prefect task: validate the dataset, publish the report, fail the run when it does not pass.
+
+    Not retried: it reads local files, and a rerun would find the same problems. Not cached: a cache keyed
+    on the directory path would miss a changed dataset.
+    """
+    tokenizer = load_tokenizer(settings.validation.tokenizer, settings.cache_dir)
+    report = validate_dataset(Path(dataset_dir), settings.validation, tokenizer)
+    create_markdown_artifact(
+        render_report_markdown(report), key=ARTIFACT_KEY, description="dataset validation report"
+    )
+    if not report.passed:
+        raise ValidationFailed(failure_message(report))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m tasks.validate DIR` (the DVC stage): exit 0 passed, 1 failed, 2 bad input."""
+    import argparse
+
+    from core.settings import get_settings
+
+    parser = argparse.ArgumentParser(prog="python -m tasks.validate", description=main.__doc__)
+    parser.add_argument("dataset_dir", type=Path, help="directory with train.jsonl and eval.jsonl")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        dataset_files(args.dataset_dir)  # fail fast, before the tokenizer loads
+        settings = get_settings()
+        tokenizer = load_tokenizer(settings.validation.tokenizer, settings.cache_dir)
+        report = validate_dataset(args.dataset_dir, settings.validation, tokenizer)
+    except InputError as exc:
+        log.error("%s", exc)
+        return exc.exit_code
+    if not report.passed:
+        log.error("%s", failure_message(report))
+        return ValidationFailed.exit_code
+    stats = report.token_stats
+    log.info(
+        "validation passed: %d samples (train %d, eval %d), tokens max %.0f p95 %.0f; report in %s",
+        report.samples, report.train, report.eval, stats.get("max", 0), stats.get("p95", 0),
+        _display(args.dataset_dir / REPORT_MD),
+    )  # fmt: skip
+    return 0
+
+
+def _read_lines(path: Path, split: str) -> list[_Line]:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {path.parent.name}/{path.name}: {exc.strerror or exc}") from exc
+    records = []
+    # Split on b"\n" only: str.splitlines would also break on U+2028 inside JSON strings.
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            records.append(_Line(path.name, number, split, Sample.model_validate_json(raw), None))
+        except ValidationError as exc:
+            records.append(_Line(path.name, number, split, None, _schema_error(exc)))
+    return records
+
+
+def _schema_error(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    if first["type"] == "json_invalid":
+        text = "invalid JSON"
+    else:
+        loc = ".".join(str(part) for part in first["loc"])
+        text = f"{loc}: {first['msg']}" if loc else str(first["msg"])
+    if len(errors) > 1:
+        text += f" (+{len(errors) - 1} more)"
+    return text[:_MAX_ERROR_CHARS]
+
+
+def _flatten(valid: list[_Line], tokens: list[int]) -> pd.DataFrame:
+    rows = []
+    for rec, n_tokens in zip(valid, tokens, strict=True):
+        assert rec.sample is not None  # `valid` holds parsed lines only
+        messages, meta = rec.sample.messages, rec.sample.meta
+        rows.append(
+            {
+                "file": rec.file,
+                "line": rec.line,
+                "file_split": rec.split,
+                "split": meta.split,
+                "task": meta.task,
+                "source_path": meta.source_path,
+                "lang": meta.lang,
+                "roles": ",".join(m.role for m in messages),
+                "prompt": "\n".join(m.content for m in messages if m.role == "user"),
+                "answer": "\n".join(m.content for m in messages if m.role == "assistant"),
+                "min_content_chars": min(len(m.content.strip()) for m in messages),
+                "tokens": n_tokens,
+            }
+        )
+    columns = [
+        "file",
+        "line",
+        "file_split",
+        "split",
+        "task",
+        "source_path",
+        "lang",
+        "roles",
+        "prompt",
+        "answer",
+    ]
+    # Explicit columns and object dtype: an empty split still yields the columns the suite expects.
+    frame = pd.DataFrame(rows, columns=[*columns, "min_content_chars", "tokens"])
+    frame = frame.astype(
+        {c: object for c in columns} | {"line": "int64", "min_content_chars": "int64", "tokens": "int64"}
+    )
+    paths = {split: set(frame.loc[frame["file_split"] == split, "source_path"]) for split in SPLITS}
+    frame["source_path_in_other_split"] = [
+        path in paths["eval" if split == "train" else "train"]
+        for path, split in zip(frame["source_path"], frame["file_split"], strict=True)
+    ]
+    return frame.astype({"source_path_in_other_split": bool})
+
+
+def _render_one(tokenizer: Any, conversation: list[dict[str, str]]) -> str:
+    try:
+        return str(tokenizer.apply_chat_template(conversation, tokenize=False))
+    except Exception as exc:  # counted as 0 tokens, so token_length names the sample
+        log.warning("a sample cannot be rendered with the chat template: %s", exc)
+        return ""
+
+
+def _token_stats(tokens: pd.Series) -> dict[str, float]:
+    if tokens.empty:
+        return {}
+    values = tokens.to_numpy()
+    return {
+        "min": float(values.min()),
+        "mean": round(float(values.mean()), 2),
+        "p95": float(np.percentile(values, 95)),
+        "max": float(values.max()),
+    }
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _display(path: Path) -> str:
+    """A path safe to show: relative to the working directory when under it, else its name only."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path.name
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

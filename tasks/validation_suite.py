@@ -1,0 +1,259 @@
+"""The Great Expectations suite a flattened dataset must pass, run in memory, results in plain words.
+
+Two frames come in (built by `tasks.validate`):
+- `lines`: one row per non-blank JSONL line: `file`, `line`, `schema_error` (None when it parses);
+- `samples`: one row per line that parses as a Sample: `file`, `line`, `file_split`, `split`, `task`,
+  `source_path`, `lang`, `roles`, `prompt`, `answer`, `min_content_chars`, `tokens`,
+  `source_path_in_other_split`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+from pydantic import BaseModel
+
+from core.config import ValidateConfig
+
+if TYPE_CHECKING:
+    from great_expectations.expectations import Expectation
+
+log = logging.getLogger(__name__)
+
+# An optional system message, then one user turn, then the assistant's answer last.
+ALLOWED_ROLES = ("user,assistant", "system,user,assistant")
+# How many offending lines a detail names; the rest is a count.
+EXAMPLES = 3
+
+
+class ExpectationResult(BaseModel):
+    """The outcome of one expectation, in words a dataset author can act on."""
+
+    name: str
+    success: bool
+    unexpected_count: int  # offending rows; for the count expectations, how many samples are missing
+    detail: str  # one short line, e.g. "3 samples exceed 2048 tokens (max 2911)"
+
+
+def run_expectations(
+    lines: pd.DataFrame, samples: pd.DataFrame, cfg: ValidateConfig, secret_patterns: Sequence[str]
+) -> list[ExpectationResult]:
+    """Validate the frames with an in-memory GX context; one result per expectation, in suite order."""
+    import great_expectations as gx
+
+    context = _ephemeral_context()
+    source = context.data_sources.add_pandas("dataset")
+    frames = {"lines": lines, "samples": samples, "eval": samples[samples["file_split"] == "eval"]}
+    outcomes: dict[str, Any] = {}
+    for frame_name, expectations in _suites(cfg, secret_patterns).items():
+        batch = (
+            source.add_dataframe_asset(frame_name)
+            .add_batch_definition_whole_dataframe("whole")
+            .get_batch(batch_parameters={"dataframe": frames[frame_name]})
+        )
+        suite = gx.ExpectationSuite(name=f"forgeflow-{frame_name}", expectations=expectations)
+        for result in batch.validate(suite, result_format="SUMMARY").results:
+            outcomes[result.expectation_config.meta["name"]] = result
+    results = []
+    for name, describe in _DESCRIBE.items():
+        outcome = outcomes[name]
+        frame = lines if name == "schema" else samples
+        if outcome.exception_info and outcome.exception_info.get("raised_exception"):
+            message = str(outcome.exception_info.get("exception_message") or "unknown error").splitlines()[0]
+            results.append(ExpectationResult(name=name, success=False, unexpected_count=0, detail=message))
+            continue
+        count, detail = describe(outcome.result, frame, cfg)
+        results.append(
+            ExpectationResult(name=name, success=bool(outcome.success), unexpected_count=count, detail=detail)
+        )
+    return results
+
+
+def _ephemeral_context() -> Any:
+    """A GX context that keeps everything in memory: no files, no analytics, no progress bars."""
+    # GX reads the variable at context creation; an explicit "true" from the user is left alone.
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    config = DataContextConfig(
+        analytics_enabled=False,
+        store_backend_defaults=InMemoryStoreBackendDefaults(),
+        progress_bars=ProgressBarsConfig(globally=False),  # tqdm bars would pollute DVC and Prefect logs
+    )
+    return gx.get_context(project_config=config, mode="ephemeral")
+
+
+def _suites(cfg: ValidateConfig, secret_patterns: Sequence[str]) -> dict[str, list[Expectation]]:
+    from great_expectations import expectations as gxe
+
+    def named(name: str) -> dict[str, Any]:
+        return {"meta": {"name": name}}
+
+    return {
+        "lines": [gxe.ExpectColumnValuesToBeNull(column="schema_error", **named("schema"))],
+        "samples": [
+            gxe.ExpectColumnValuesToBeInSet(column="roles", value_set=list(ALLOWED_ROLES), **named("roles")),
+            gxe.ExpectColumnValuesToBeBetween(
+                column="min_content_chars", min_value=1, **named("non_empty_content")
+            ),
+            gxe.ExpectColumnValuesToBeBetween(
+                column="tokens", min_value=cfg.min_tokens, max_value=cfg.max_tokens, **named("token_length")
+            ),
+            # GX counts every member of a duplicate group, so the fraction is of samples sharing a prompt.
+            gxe.ExpectColumnValuesToBeUnique(
+                column="prompt", mostly=1.0 - cfg.max_duplicate_prompt_fraction, **named("unique_prompts")
+            ),
+            gxe.ExpectColumnValuesToNotMatchRegexList(
+                column="prompt", regex_list=list(secret_patterns), **named("no_secrets_in_prompt")
+            ),
+            gxe.ExpectColumnValuesToNotMatchRegexList(
+                column="answer", regex_list=list(secret_patterns), **named("no_secrets_in_answer")
+            ),
+            gxe.ExpectColumnValuesToBeInSet(
+                column="source_path_in_other_split", value_set=[False], **named("disjoint_splits")
+            ),
+            gxe.ExpectColumnPairValuesToBeEqual(
+                column_A="split", column_B="file_split", **named("split_matches_file")
+            ),
+            gxe.ExpectTableRowCountToBeBetween(min_value=cfg.min_samples, **named("min_samples")),
+        ],
+        "eval": [
+            gxe.ExpectTableRowCountToBeBetween(min_value=cfg.min_eval_samples, **named("min_eval_samples"))
+        ],
+    }
+
+
+def _refs(frame: pd.DataFrame, result: dict[str, Any]) -> str:
+    """`train.jsonl:12, eval.jsonl:3 (+5 more)` for the rows GX reported as unexpected."""
+    index = list(result.get("partial_unexpected_index_list") or [])
+    rows = frame.loc[index[:EXAMPLES]]
+    refs = [f"{file}:{line}" for file, line in zip(rows["file"], rows["line"], strict=True)]
+    more = int(result.get("unexpected_count", 0)) - len(refs)
+    return ", ".join(refs) + (f" (+{more} more)" if more > 0 else "")
+
+
+def _unexpected(result: dict[str, Any]) -> int:
+    return int(result.get("unexpected_count") or 0)
+
+
+def _schema(result: dict[str, Any], lines: pd.DataFrame, cfg: ValidateConfig) -> tuple[int, str]:
+    n = _unexpected(result)
+    if not n:
+        return 0, f"all {len(lines)} lines parse as a Sample"
+    rows = lines.loc[list(result.get("partial_unexpected_index_list") or [])[:EXAMPLES]]
+    refs = [
+        f"{f}:{line} ({err})"
+        for f, line, err in zip(rows["file"], rows["line"], rows["schema_error"], strict=True)
+    ]
+    more = f" (+{n - len(refs)} more)" if n > len(refs) else ""
+    return n, f"{n} line(s) are not a valid Sample: " + "; ".join(refs) + more
+
+
+def _roles(result: dict[str, Any], samples: pd.DataFrame, cfg: ValidateConfig) -> tuple[int, str]:
+    n = _unexpected(result)
+    if not n:
+        return 0, "every sample is [system,] user, assistant"
+    seen = sorted({str(v) for v in result.get("partial_unexpected_list") or []})[:EXAMPLES]
+    return (
+        n,
+        f"{n} sample(s) with roles {', '.join(seen)} (allowed: [system,]user,assistant): {_refs(samples, result)}",
+    )
+
+
+def _non_empty(result: dict[str, Any], samples: pd.DataFrame, cfg: ValidateConfig) -> tuple[int, str]:
+    n = _unexpected(result)
+    if not n:
+        return 0, "every message has text"
+    return n, f"{n} sample(s) with a blank message: {_refs(samples, result)}"
+
+
+def _token_length(result: dict[str, Any], samples: pd.DataFrame, cfg: ValidateConfig) -> tuple[int, str]:
+    n = _unexpected(result)
+    if not n:
+        return 0, f"every sample renders to {cfg.min_tokens}..{cfg.max_tokens} tokens"
+    tokens = samples["tokens"]
+    parts = []
+    over = tokens[tokens > cfg.max_tokens]
+    under = tokens[tokens < cfg.min_tokens]
+    if len(over):
+        parts.append(f"{len(over)} sample(s) exceed {cfg.max_tokens} tokens (max {int(over.max())})")
+    if len(under):
+        parts.append(f"{len(under)} sample(s) under {cfg.min_tokens} tokens (min {int(under.min())})")
+    return n, "; ".join(parts) + f": {_refs(samples, result)}"
+
+
+def _unique_prompts(result: dict[str, Any], samples: pd.DataFrame, cfg: ValidateConfig) -> tuple[int, str]:
+    n = _unexpected(result)
+    if not n:
+        return 0, "every user prompt is unique"
+    prompts = samples["prompt"]
+    groups = int(prompts[prompts.duplicated(keep=False)].nunique())
+    allowed = f"{cfg.max_duplicate_prompt_fraction:.0%}"
+    return (
+        n,
+        f"{n} samples share {groups} prompt(s) (allowed: {allowed} of samples): {_refs(samples, result)}",
+    )
+
+
+def _secrets(column: str) -> Callable[[dict[str, Any], pd.DataFrame, ValidateConfig], tuple[int, str]]:
+    def describe(result: dict[str, Any], samples: pd.DataFrame, cfg: ValidateConfig) -> tuple[int, str]:
+        n = _unexpected(result)
+        if not n:
+            return 0, f"no {column} matches a secret pattern"
+        # Name the lines only: the report must not repeat the secret it found.
+        return n, f"{n} {column}(s) match a secret pattern: {_refs(samples, result)}"
+
+    return describe
+
+
+def _disjoint(result: dict[str, Any], samples: pd.DataFrame, cfg: ValidateConfig) -> tuple[int, str]:
+    n = _unexpected(result)
+    if not n:
+        return 0, "no source file is in both train and eval"
+    shared = sorted(samples.loc[samples["source_path_in_other_split"], "source_path"].unique())
+    examples = ", ".join(shared[:EXAMPLES]) + (
+        f" (+{len(shared) - EXAMPLES} more)" if len(shared) > EXAMPLES else ""
+    )
+    return n, f"{n} samples from {len(shared)} file(s) in both train and eval: {examples}"
+
+
+def _split_matches(result: dict[str, Any], samples: pd.DataFrame, cfg: ValidateConfig) -> tuple[int, str]:
+    n = _unexpected(result)
+    if not n:
+        return 0, "meta.split matches the file of every sample"
+    return n, f"{n} sample(s) whose meta.split differs from their file: {_refs(samples, result)}"
+
+
+def _row_count(minimum: Callable[[ValidateConfig], int], what: str) -> Callable[..., tuple[int, str]]:
+    def describe(result: dict[str, Any], samples: pd.DataFrame, cfg: ValidateConfig) -> tuple[int, str]:
+        observed, required = int(result.get("observed_value") or 0), minimum(cfg)
+        if observed >= required:
+            return 0, f"{observed} {what} >= {required}"
+        return required - observed, f"{observed} {what} < {required}"
+
+    return describe
+
+
+# Suite order, and how each result reads.
+_DESCRIBE: dict[str, Callable[[dict[str, Any], pd.DataFrame, ValidateConfig], tuple[int, str]]] = {
+    "schema": _schema,
+    "roles": _roles,
+    "non_empty_content": _non_empty,
+    "token_length": _token_length,
+    "unique_prompts": _unique_prompts,
+    "no_secrets_in_prompt": _secrets("prompt"),
+    "no_secrets_in_answer": _secrets("answer"),
+    "disjoint_splits": _disjoint,
+    "split_matches_file": _split_matches,
+    "min_samples": _row_count(lambda cfg: cfg.min_samples, "valid samples"),
+    "min_eval_samples": _row_count(lambda cfg: cfg.min_eval_samples, "valid eval samples"),
+}

@@ -1,0 +1,261 @@
+"""Extraction end to end on real git repositories."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from core.config import ExtractConfig
+from core.errors import InputError
+from core.schemas import Sample
+from tasks.extract import extract_dataset
+from tests.gitrepo import commit, git
+
+AWS_KEY = "AKIAIOSFODNN7EXAMPLQ"
+
+PARSER_PY = '''"""Parsing of configuration files into typed settings objects for the application."""
+
+import json
+
+
+def parse_config(text):
+    """Parse a JSON configuration string and return the settings dictionary."""
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError("config must be an object")
+    return data
+
+
+def undocumented_helper(values):
+    total = 0
+    for v in values:
+        total += v
+    return total
+
+
+class Loader:
+    """Load configuration files from a directory on disk."""
+
+    def load(self, path):
+        """Read the file at path and parse it as configuration."""
+        with open(path) as fh:
+            text = fh.read()
+        return parse_config(text)
+'''
+
+SECRET_PY = f'''def connect_to_cloud():
+    """Connect to the cloud storage service with the deploy credentials."""
+    key_id = "{AWS_KEY}"
+    secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    return make_client(key_id, secret)
+'''
+
+JS = """/**
+ * Format a user's display name from first and last name.
+ * @param {string} first
+ */
+export function formatName(first, last) {
+  const full = `${first} ${last}`;
+  return full.trim();
+}
+"""
+
+README = """# Widget
+
+Widget turns configuration files into running services with one command and no boilerplate.
+
+## Installation
+
+Install the package with pip, then run `widget init` in your project directory to create a config.
+"""
+
+
+def _files(n_modules: int = 12) -> dict[str, str | bytes]:
+    files: dict[str, str | bytes] = {
+        "pkg/parser.py": PARSER_PY,
+        "pkg/cloud.py": SECRET_PY,
+        "web/name.js": JS,
+        "README.md": README,
+    }
+    for i in range(n_modules):
+        files[f"pkg/mod{i}.py"] = (
+            f'def compute_{i}(a, b):\n    """Combine a and b using rule number {i} of the engine."""\n'
+            f"    c = a * {i} + b\n    d = c - {i}\n    return d\n"
+        )
+    return files
+
+
+@pytest.fixture
+def repo(make_repo, tmp_path: Path) -> Path:
+    r = make_repo(_files())
+    commit(
+        r,
+        {"pkg/parser.py": PARSER_PY.replace("return data", "return dict(data)")},
+        "Return a plain dict from parse_config so callers can mutate it",
+    )
+    return r
+
+
+def _read(out: Path) -> tuple[list[dict], list[dict], dict]:
+    train = [json.loads(x) for x in (out / "train.jsonl").read_text().splitlines()]
+    evals = [json.loads(x) for x in (out / "eval.jsonl").read_text().splitlines()]
+    return train, evals, json.loads((out / "stats.json").read_text())
+
+
+def test_samples_follow_the_schema_and_cover_every_task(repo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    extract_dataset(repo, out, ExtractConfig(), tmp_path / "cache")
+    train, evals, stats = _read(out)
+    samples = train + evals
+    for s in samples:
+        Sample.model_validate(s)
+    tasks = {s["meta"]["task"] for s in samples}
+    assert tasks == {"explain", "docstring", "implement", "locate", "summarize_module", "doc_qa", "commit"}
+    assert stats["samples"]["total"] == len(samples)
+    head = git(repo, "rev-parse", "HEAD")
+    assert all(s["meta"]["commit"] == head for s in samples if s["meta"]["task"] != "commit")
+
+
+def test_answers_are_grounded_in_the_repository(repo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    extract_dataset(repo, out, ExtractConfig(eval_fraction=0.0), tmp_path / "cache")
+    train, _, _ = _read(out)
+    by = {
+        (s["meta"]["task"], s["messages"][0]["content"].split("\n")[0]): s["messages"][1]["content"]
+        for s in train
+    }
+    explain = [a for (t, q), a in by.items() if t == "explain" and "`parse_config`" in q]
+    assert explain == ["Parse a JSON configuration string and return the settings dictionary."]
+    locate = [a for (t, q), a in by.items() if t == "locate" and "`Loader.load`" in q]
+    assert locate == ["`Loader.load` is defined in `pkg/parser.py` at line 25."]
+    js = [a for (t, q), a in by.items() if t == "explain" and "`formatName`" in q]
+    assert js == ["Format a user's display name from first and last name.\n@param {string} first"]
+    commits = [s for s in train if s["meta"]["task"] == "commit"]
+    assert [s["messages"][1]["content"] for s in commits] == [
+        "Return a plain dict from parse_config so callers can mutate it"
+    ]
+    assert "-    return data" in commits[0]["messages"][0]["content"]
+
+
+def test_undocumented_symbols_only_yield_code_and_location(repo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    extract_dataset(repo, out, ExtractConfig(eval_fraction=0.0), tmp_path / "cache")
+    train, _, _ = _read(out)
+    tasks = {s["meta"]["task"] for s in train if "undocumented_helper" in s["messages"][0]["content"]}
+    assert tasks == {"locate", "implement"}
+
+
+def test_planted_secret_never_reaches_a_sample(repo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    extract_dataset(repo, out, ExtractConfig(), tmp_path / "cache")
+    raw = (out / "train.jsonl").read_text() + (out / "eval.jsonl").read_text()
+    assert AWS_KEY not in raw and "bPxRfiCYEXAMPLEKEY" not in raw
+    _, _, stats = _read(out)
+    assert stats["dropped"]["secret"] >= 2  # explain/docstring/implement of connect_to_cloud
+
+
+def test_split_is_by_file_and_deterministic(repo: Path, tmp_path: Path) -> None:
+    out1, out2 = tmp_path / "a", tmp_path / "b"
+    extract_dataset(repo, out1, ExtractConfig(eval_fraction=0.3), tmp_path / "cache1")
+    extract_dataset(repo, out2, ExtractConfig(eval_fraction=0.3), tmp_path / "cache2")
+    train, evals, _ = _read(out1)
+    assert evals, "a 30% eval fraction over 16 files must hold some out"
+    assert not {s["meta"]["source_path"] for s in train} & {s["meta"]["source_path"] for s in evals}
+    assert all(s["meta"]["split"] == "eval" for s in evals) and all(
+        s["meta"]["split"] == "train" for s in train
+    )
+    for name in ("train.jsonl", "eval.jsonl", "stats.json"):
+        assert (out1 / name).read_bytes() == (out2 / name).read_bytes()
+
+
+def test_reextracting_after_a_one_file_commit_parses_one_file(repo: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    first = extract_dataset(repo, tmp_path / "ds", ExtractConfig(), cache)
+    assert first["files"]["parsed"] == first["files"]["sources"] == 16
+    commit(repo, {"pkg/mod3.py": '"""Changed module."""\n'}, "Rewrite mod3 as an empty module")
+    second = extract_dataset(repo, tmp_path / "ds", ExtractConfig(), cache)
+    assert second["files"]["parsed"] == 1 and second["files"]["cached"] == 15
+
+
+def test_duplicates_and_ambiguous_locations_are_dropped(make_repo, tmp_path: Path) -> None:
+    body = (
+        'def shared(x):\n    """Return the input value twice as a tuple pair."""\n'
+        "    y = x\n    z = y\n    return (y, z)\n"
+    )
+    repo = make_repo(
+        {"a/one.py": body, "b/two.py": body, "c/three.py": body.replace("tuple pair", "tuple  pair")}
+    )
+    out = tmp_path / "ds"
+    extract_dataset(repo, out, ExtractConfig(eval_fraction=0.0), tmp_path / "cache")
+    train, _, stats = _read(out)
+    explains = [s for s in train if s["meta"]["task"] == "explain"]
+    assert len(explains) == 1  # the same function in three files teaches one thing
+    assert stats["dropped"]["ambiguous_locate"] == 3  # `shared` is defined in 3 places: no single answer
+    assert stats["dropped"]["exact_duplicate"] >= 4
+
+
+def test_near_duplicates_are_dropped(make_repo, tmp_path: Path) -> None:
+    doc = " ".join(f"word{i}" for i in range(60))
+    repo = make_repo(
+        {
+            "a.py": f'def alpha(x):\n    """{doc} first."""\n    return x\n',
+            "b.py": f'def beta(x):\n    """{doc} second."""\n    return x\n',
+        }
+    )
+    extract_dataset(repo, tmp_path / "ds", ExtractConfig(eval_fraction=0.0), tmp_path / "cache")
+    _, _, stats = _read(tmp_path / "ds")
+    assert stats["dropped"]["near_duplicate"] >= 2  # explain and docstring of beta
+
+
+def test_hygiene_skips_are_counted(make_repo, tmp_path: Path) -> None:
+    files: dict[str, str | bytes] = {
+        **_files(2),
+        "node_modules/lib/index.js": JS,
+        "dist/bundle.js": JS,
+        "web/app.min.js": JS,
+        "web/bundle.js": "var a=1;" * 11000,
+        "pkg/latin1.py": "# caf\xe9\n".encode("latin-1") + b"def f():\n    return 1\n",
+        "pkg/blob.py": b"\x00\x01\x02binary",
+        "pkg/big.py": "x = 1\n" * 200_000,
+        "pkg/generated_pb2.py": "# Generated by the protocol buffer compiler.  DO NOT EDIT!\nx = 1\n",
+        ".gitignore": "secrets/\n",
+        "secrets/config.py": "def f():\n    return 1\n",
+        "pkg/broken.py": "def broken(:\n",
+    }
+    repo = make_repo(files)
+    (repo / "pkg" / "passwd.py").symlink_to("/etc/passwd")
+    (repo / "pkg" / "alias.py").symlink_to("parser.py")
+    git(repo, "add", "pkg/passwd.py", "pkg/alias.py")
+    git(repo, "commit", "-q", "-m", "Add links to system and project files")
+    stats = extract_dataset(repo, tmp_path / "ds", ExtractConfig(max_file_bytes=100_000), tmp_path / "cache")
+    assert stats["files"]["skipped"] == {
+        "binary": 1,
+        "generated": 1,
+        "gitignored": 1,
+        "minified": 2,
+        "not_utf8": 1,
+        "parse_error": 1,
+        "symlink": 1,
+        "symlink_outside_repo": 1,
+        "too_large": 1,
+        "vendored_or_generated_dir": 2,
+    }
+    raw = (tmp_path / "ds" / "train.jsonl").read_text() + (tmp_path / "ds" / "eval.jsonl").read_text()
+    assert "root:x:0:0" not in raw and "node_modules" not in raw
+
+
+def test_a_repository_without_sources_is_refused_and_nothing_is_written(make_repo, tmp_path: Path) -> None:
+    repo = make_repo({"data.bin": b"\x00\x01", "notes.txt": "hello"})
+    out = tmp_path / "ds"
+    with pytest.raises(InputError, match="no supported source files") as info:
+        extract_dataset(repo, out, ExtractConfig(), tmp_path / "cache", display="my-repo")
+    assert str(tmp_path) not in str(info.value)
+    assert not out.exists()
+
+
+def test_an_empty_repository_is_refused(make_repo, tmp_path: Path) -> None:
+    repo = make_repo()
+    with pytest.raises(InputError, match="empty repository"):
+        extract_dataset(repo, tmp_path / "ds", ExtractConfig(), tmp_path / "cache", display="empty")
