@@ -23,6 +23,7 @@ from tasks.extraction import history
 from tasks.extraction.assemble import assemble
 from tasks.extraction.blobs import BlobReader
 from tasks.extraction.cache import ResultCache
+from tasks.extraction.dedup import dedup_text, signatures
 from tasks.extraction.files import classify, ignore_matcher, list_tree, symlink_leaves_repo
 from tasks.extraction.parse import PARSER_VERSION, FileResult, process_file
 from tasks.extraction.samples import commit_sample
@@ -206,7 +207,8 @@ def _commit_result(c: history.Commit, cfg: ExtractConfig, scanner: SecretScanner
         return {"skip": "vendored_or_generated_dir"}
     if scanner.first_reason(c.message) or scanner.first_reason(c.diff):
         return {"skip": "secret"}
-    return {"sample": commit_sample(c, c.paths[0]), "paths": list(c.paths)}
+    sample = commit_sample(c, c.paths[0])
+    return {"sample": sample, "paths": list(c.paths), "sigs": signatures([dedup_text(sample)])}
 
 
 @task(name="extract-data")

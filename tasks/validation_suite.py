@@ -9,7 +9,6 @@ Two frames come in (built by `tasks.validate`):
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -21,8 +20,6 @@ from core.config import ValidateConfig
 
 if TYPE_CHECKING:
     from great_expectations.expectations import Expectation
-
-log = logging.getLogger(__name__)
 
 # An optional system message, then one user turn, then the assistant's answer last.
 ALLOWED_ROLES = ("user,assistant", "system,user,assistant")
@@ -62,9 +59,9 @@ def run_expectations(
     for name, describe in _DESCRIBE.items():
         outcome = outcomes[name]
         frame = lines if name == "schema" else samples
-        if outcome.exception_info and outcome.exception_info.get("raised_exception"):
-            message = str(outcome.exception_info.get("exception_message") or "unknown error").splitlines()[0]
-            results.append(ExpectationResult(name=name, success=False, unexpected_count=0, detail=message))
+        error = _exception_message(outcome.exception_info or {})
+        if error is not None:
+            results.append(ExpectationResult(name=name, success=False, unexpected_count=0, detail=error))
             continue
         count, detail = describe(outcome.result, frame, cfg)
         results.append(
@@ -75,7 +72,8 @@ def run_expectations(
 
 def _ephemeral_context() -> Any:
     """A GX context that keeps everything in memory: no files, no analytics, no progress bars."""
-    # GX reads the variable at context creation; an explicit "true" from the user is left alone.
+    # GX 1.24 ships no analytics client; the switches keep other 1.x releases quiet too. A user's explicit
+    # setting is left alone.
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     from great_expectations.data_context.types.base import (
@@ -132,6 +130,15 @@ def _suites(cfg: ValidateConfig, secret_patterns: Sequence[str]) -> dict[str, li
     }
 
 
+def _exception_message(info: dict[str, Any]) -> str | None:
+    """The first error GX caught while computing an expectation, or None; GX nests it per metric."""
+    for entry in [info, *(v for v in info.values() if isinstance(v, dict))]:
+        if entry.get("raised_exception") or entry.get("exception_message"):
+            message = str(entry.get("exception_message") or "unknown error").strip()
+            return "could not be checked: " + (message.splitlines() or ["unknown error"])[0]
+    return None
+
+
 def _refs(frame: pd.DataFrame, result: dict[str, Any]) -> str:
     """`train.jsonl:12, eval.jsonl:3 (+5 more)` for the rows GX reported as unexpected."""
     index = list(result.get("partial_unexpected_index_list") or [])
@@ -163,10 +170,8 @@ def _roles(result: dict[str, Any], samples: pd.DataFrame, cfg: ValidateConfig) -
     if not n:
         return 0, "every sample is [system,] user, assistant"
     seen = sorted({str(v) for v in result.get("partial_unexpected_list") or []})[:EXAMPLES]
-    return (
-        n,
-        f"{n} sample(s) with roles {', '.join(seen)} (allowed: [system,]user,assistant): {_refs(samples, result)}",
-    )
+    allowed = " or ".join(ALLOWED_ROLES)
+    return n, f"{n} sample(s) with roles {', '.join(seen)} (allowed: {allowed}): {_refs(samples, result)}"
 
 
 def _non_empty(result: dict[str, Any], samples: pd.DataFrame, cfg: ValidateConfig) -> tuple[int, str]:
@@ -197,7 +202,7 @@ def _unique_prompts(result: dict[str, Any], samples: pd.DataFrame, cfg: Validate
         return 0, "every user prompt is unique"
     prompts = samples["prompt"]
     groups = int(prompts[prompts.duplicated(keep=False)].nunique())
-    allowed = f"{cfg.max_duplicate_prompt_fraction:.0%}"
+    allowed = f"{cfg.max_duplicate_prompt_fraction:.1%}"
     return (
         n,
         f"{n} samples share {groups} prompt(s) (allowed: {allowed} of samples): {_refs(samples, result)}",

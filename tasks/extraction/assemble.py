@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import copy
 import hashlib
 from collections import Counter, defaultdict
 from typing import Any
 
+import numpy as np
+
 from core.config import ExtractConfig
-from tasks.extraction.dedup import exact_key, near_duplicates
+from tasks.extraction.dedup import dedup_text, exact_key, near_duplicates
 
 Sample = dict[str, Any]
 
@@ -38,51 +39,63 @@ def assemble(
     dropped: Counter[str] = Counter()
     held_out = eval_paths([p for p, _, r in files if not r["skip"]], cfg)
     samples: list[Sample] = []
+    sigs: list[np.ndarray] = []
     for path, _lang, result in files:
         if result["skip"]:
             content_skipped[result["skip"]] += 1
         dropped.update(result["dropped"])
+        split = "eval" if path in held_out else "train"
         for s in result["samples"]:
-            s = copy.deepcopy(s)  # cached dicts may be shared
-            s["meta"]["commit"] = commit
-            s["meta"]["split"] = "eval" if path in held_out else "train"
-            samples.append(s)
+            # new meta dict, shared messages: cached results are never mutated
+            samples.append({**s, "meta": {**s["meta"], "commit": commit, "split": split}})
+        if result["samples"]:
+            sigs.append(result["sigs"])
     commit_stats: Counter[str] = Counter()
     for c in commits:
         if "skip" in c:
             commit_stats[c["skip"]] += 1
             continue
-        s = copy.deepcopy(c["sample"])
         touched_eval = sorted(
             p for p in c["paths"] if p in held_out or _unit(cfg.split_seed, p) < cfg.eval_fraction
         )
         # a commit touching any eval file is eval, and is filed under that file so splits stay disjoint
-        s["meta"]["split"] = "eval" if touched_eval else "train"
-        s["meta"]["source_path"] = touched_eval[0] if touched_eval else s["meta"]["source_path"]
-        samples.append(s)
+        meta = c["sample"]["meta"]
+        samples.append(
+            {
+                **c["sample"],
+                "meta": {
+                    **meta,
+                    "split": "eval" if touched_eval else "train",
+                    "source_path": touched_eval[0] if touched_eval else meta["source_path"],
+                },
+            }
+        )
+        sigs.append(c["sigs"])
         commit_stats["used"] += 1
+    sig_rows = np.concatenate(sigs) if sigs else np.zeros((0, 1), dtype=np.uint32)
 
-    samples = _drop_ambiguous_locates(samples, dropped)
+    keep = _unambiguous_locates(samples, dropped)
     # eval first: when a train sample duplicates an eval one, the train copy goes (no leakage)
-    samples.sort(
-        key=lambda s: (
-            s["meta"]["split"] != "eval",
-            s["meta"]["source_path"],
-            tuple(s["meta"]["lines"]),
-            s["meta"]["task"],
+    keep.sort(
+        key=lambda i: (
+            samples[i]["meta"]["split"] != "eval",
+            samples[i]["meta"]["source_path"],
+            tuple(samples[i]["meta"]["lines"]),
+            samples[i]["meta"]["task"],
         )
     )
-    samples = _dedup(samples, cfg, dropped)
-    train = [s for s in samples if s["meta"]["split"] == "train"]
-    evals = [s for s in samples if s["meta"]["split"] == "eval"]
+    keep = _dedup(samples, sig_rows, keep, cfg, dropped)
+    final = [samples[i] for i in keep]
+    train = [s for s in final if s["meta"]["split"] == "train"]
+    evals = [s for s in final if s["meta"]["split"] == "eval"]
     stats = {
         "commit": commit,
         "samples": {
-            "total": len(samples),
+            "total": len(final),
             "train": len(train),
             "eval": len(evals),
-            "by_task": dict(sorted(Counter(s["meta"]["task"] for s in samples).items())),
-            "by_lang": dict(sorted(Counter(s["meta"]["lang"] for s in samples).items())),
+            "by_task": dict(sorted(Counter(s["meta"]["task"] for s in final).items())),
+            "by_lang": dict(sorted(Counter(s["meta"]["lang"] for s in final).items())),
         },
         "split": {"eval_files": len(held_out), "eval_fraction": cfg.eval_fraction},
         "dropped": dict(sorted(dropped.items())),
@@ -92,39 +105,49 @@ def assemble(
     return train, evals, stats
 
 
-def _drop_ambiguous_locates(samples: list[Sample], dropped: Counter[str]) -> list[Sample]:
-    """'Where is X defined?' has no single true answer when X is defined in several places."""
+def _unambiguous_locates(samples: list[Sample], dropped: Counter[str]) -> list[int]:
+    """Indices to keep: 'where is X defined?' has no single answer when X is defined in several places."""
     answers: dict[str, set[str]] = defaultdict(set)
     for s in samples:
         if s["meta"]["task"] == "locate":
             answers[s["messages"][0]["content"]].add(s["messages"][1]["content"])
     ambiguous = {q for q, a in answers.items() if len(a) > 1}
-    kept = [
-        s for s in samples if not (s["meta"]["task"] == "locate" and s["messages"][0]["content"] in ambiguous)
+    keep = [
+        i
+        for i, s in enumerate(samples)
+        if not (s["meta"]["task"] == "locate" and s["messages"][0]["content"] in ambiguous)
     ]
-    if len(kept) != len(samples):
-        dropped["ambiguous_locate"] += len(samples) - len(kept)
-    return kept
+    if len(keep) != len(samples):
+        dropped["ambiguous_locate"] += len(samples) - len(keep)
+    return keep
 
 
-def _dedup(samples: list[Sample], cfg: ExtractConfig, dropped: Counter[str]) -> list[Sample]:
+def _dedup(
+    samples: list[Sample], sigs: np.ndarray, order: list[int], cfg: ExtractConfig, dropped: Counter[str]
+) -> list[int]:
+    """`order` without exact duplicates, then without near-duplicates (first occurrence wins)."""
     seen: set[str] = set()
-    unique: list[Sample] = []
-    for s in samples:
-        key = exact_key(s["meta"]["task"] + "\0" + "\0".join(m["content"] for m in s["messages"]))
-        prompt_key = exact_key(s["messages"][0]["content"])
-        if key in seen or prompt_key in seen:  # the same prompt twice is a duplicate even with another answer
+    unique: list[int] = []
+    for i in order:
+        s = samples[i]
+        prompt_key = exact_key(s["messages"][-2]["content"])
+        # the same prompt twice is a duplicate; so is the same content under another path or phrasing
+        keys = (
+            {prompt_key}
+            if s["meta"]["task"] == "locate"
+            else {prompt_key, exact_key(s["meta"]["task"] + "\0" + dedup_text(s))}
+        )
+        if keys & seen:
             dropped["exact_duplicate"] += 1
             continue
-        seen.update((key, prompt_key))
-        unique.append(s)
+        seen.update(keys)
+        unique.append(i)
     by_task: dict[str, list[int]] = defaultdict(list)
-    for i, s in enumerate(unique):
-        if s["meta"]["task"] != "locate":  # locate prompts differ by one name: similar by construction
-            by_task[s["meta"]["task"]].append(i)
+    for i in unique:
+        if samples[i]["meta"]["task"] != "locate":  # locate prompts differ by one name: similar by design
+            by_task[samples[i]["meta"]["task"]].append(i)
     drop: set[int] = set()
     for idx in by_task.values():
-        texts = ["\n".join(m["content"] for m in unique[i]["messages"]) for i in idx]
-        drop.update(idx[j] for j in near_duplicates(texts, cfg.near_duplicate_threshold))
+        drop.update(idx[j] for j in near_duplicates(sigs[idx], cfg.near_duplicate_threshold))
     dropped["near_duplicate"] += len(drop)
-    return [s for i, s in enumerate(unique) if i not in drop]
+    return [i for i in unique if i not in drop]

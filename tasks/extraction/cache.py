@@ -1,4 +1,8 @@
-"""Per-file extraction results keyed by content (git blob SHA), so unchanged files are never re-parsed."""
+"""Per-file extraction results keyed by content (git blob SHA), so unchanged files are never re-parsed.
+
+A value is a JSON object plus, under "sigs", an optional numpy array stored as a raw blob beside it
+(MinHash signatures: JSON would make them ten times larger and slower to load).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from tasks.extraction.dedup import NUM_PERM
+
 
 class ResultCache:
     """A small SQLite key-value store of compressed JSON values."""
@@ -18,7 +26,9 @@ class ResultCache:
         self._db = sqlite3.connect(path, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, value BLOB NOT NULL)")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, value BLOB NOT NULL, sigs BLOB)"
+        )
 
     def get_many(self, keys: list[str]) -> dict[str, Any]:
         """Cached values for those keys that are present."""
@@ -26,17 +36,26 @@ class ResultCache:
         for i in range(0, len(keys), 500):  # SQLite's bound-parameter limit
             chunk = keys[i : i + 500]
             marks = ",".join("?" * len(chunk))
-            for key, blob in self._db.execute(
-                f"SELECT key, value FROM results WHERE key IN ({marks})", chunk
-            ):
-                found[key] = json.loads(zlib.decompress(blob))
+            query = f"SELECT key, value, sigs FROM results WHERE key IN ({marks})"
+            for key, blob, sigs in self._db.execute(query, chunk):
+                value = json.loads(zlib.decompress(blob))
+                if sigs is not None:
+                    value["sigs"] = np.frombuffer(sigs, dtype=np.uint32).reshape(-1, NUM_PERM)
+                found[key] = value
         return found
 
     def put_many(self, items: Iterable[tuple[str, Any]]) -> None:
         """Store values (one transaction)."""
-        rows = [(k, zlib.compress(json.dumps(v, separators=(",", ":")).encode(), 1)) for k, v in items]
+        rows = []
+        for key, value in items:
+            sigs = value.get("sigs")
+            plain = {k: v for k, v in value.items() if k != "sigs"}
+            blob = zlib.compress(json.dumps(plain, separators=(",", ":")).encode(), 1)
+            rows.append(
+                (key, blob, None if sigs is None else np.ascontiguousarray(sigs, np.uint32).tobytes())
+            )
         with self._db:
-            self._db.executemany("INSERT OR REPLACE INTO results (key, value) VALUES (?, ?)", rows)
+            self._db.executemany("INSERT OR REPLACE INTO results (key, value, sigs) VALUES (?, ?, ?)", rows)
 
     def close(self) -> None:
         self._db.close()

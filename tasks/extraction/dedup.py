@@ -1,4 +1,4 @@
-"""Exact and near-duplicate removal (MinHash over word 3-grams with LSH banding)."""
+"""Exact and near-duplicate detection: MinHash over word 3-grams, LSH banding, computed in bulk."""
 
 from __future__ import annotations
 
@@ -7,16 +7,17 @@ import re
 import zlib
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 _WORD = re.compile(r"\w+|[^\w\s]")
 _P = (1 << 31) - 1  # Mersenne prime: a*h + b with a, b < 2^31 and h < 2^32 stays below 2^64
-_PRIME = np.uint64(_P)
-_NUM_PERM, _BANDS = 64, 16
-_rng = np.random.default_rng(20240117)  # fixed: signatures must be identical across runs
-_A = _rng.integers(1, _P, _NUM_PERM, dtype=np.uint64)
-_B = _rng.integers(0, _P, _NUM_PERM, dtype=np.uint64)
+NUM_PERM, BANDS = 64, 16
+_rng = np.random.default_rng(20240117)  # fixed: signatures must be identical across runs and processes
+_A = _rng.integers(1, _P, NUM_PERM, dtype=np.uint64)
+_B = _rng.integers(0, _P, NUM_PERM, dtype=np.uint64)
+_EMPTY = np.iinfo(np.uint32).max  # row value of a text too short to have a signature
 
 
 def exact_key(text: str) -> str:
@@ -24,25 +25,67 @@ def exact_key(text: str) -> str:
     return hashlib.blake2b(" ".join(text.lower().split()).encode(), digest_size=16).hexdigest()
 
 
-def _signature(text: str) -> np.ndarray:
-    words = _WORD.findall(text.lower())
-    grams = {" ".join(words[i : i + 3]) for i in range(max(1, len(words) - 2))}
-    h = np.fromiter((zlib.crc32(g.encode()) for g in grams), dtype=np.uint64, count=len(grams))
-    return ((h[:, None] * _A + _B) % _PRIME).min(axis=0)
+def dedup_text(sample: dict[str, Any]) -> str:
+    """What makes two samples the same: the prompt without its first (template) line, and the answer."""
+    user = sample["messages"][-2]["content"]
+    body = user.split("\n", 1)[1] if "\n" in user else user
+    return body + "\n" + sample["messages"][-1]["content"]
 
 
-def near_duplicates(texts: Sequence[str], threshold: float) -> set[int]:
-    """Indices to drop: each text whose estimated Jaccard with an earlier kept text is ≥ threshold."""
-    sigs = [_signature(t) for t in texts]
-    rows = _NUM_PERM // _BANDS
-    buckets: dict[tuple[int, bytes], list[int]] = defaultdict(list)
+def signatures(texts: Sequence[str]) -> np.ndarray:
+    """MinHash signatures, one uint32 row of NUM_PERM values per text (all-max for < 3 words)."""
+    out = np.full((len(texts), NUM_PERM), _EMPTY, dtype=np.uint32)
+    word_hash: dict[str, int] = {}
+    ids: list[int] = []
+    rows: list[int] = []
+    starts: list[int] = []
+    for i, text in enumerate(texts):
+        words = _WORD.findall(text.lower())
+        if len(words) < 3:
+            continue
+        for w in words:
+            if w not in word_hash:
+                word_hash[w] = zlib.crc32(w.encode())
+        rows.append(i)
+        starts.append(len(ids))
+        ids.extend(word_hash[w] for w in words)
+        ids.extend((0, 0))  # two pad ids: no 3-gram spans two texts' ends
+    if not rows:
+        return out
+    h = np.array(ids, dtype=np.uint64)
+    grams = (h[:-2] * np.uint64(0x9E3779B1) ^ h[1:-1] * np.uint64(0x85EBCA77) ^ h[2:]) & np.uint64(0xFFFFFFFF)
+    lengths = np.diff(np.array([*starts, len(ids)])) - 2  # grams of each text (pads excluded)
+    keep = np.concatenate([np.arange(s, s + n) for s, n in zip(starts, lengths, strict=True)])
+    grams = grams[keep]
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    values = (grams[:, None] * _A + _B) % np.uint64(_P)
+    out[rows] = np.minimum.reduceat(values, offsets, axis=0).astype(np.uint32)
+    return out
+
+
+def near_duplicates(sigs: np.ndarray, threshold: float) -> set[int]:
+    """Rows to drop: each whose estimated Jaccard with an earlier kept row is ≥ threshold."""
+    if len(sigs) < 2:
+        return set()
+    rows_per_band = NUM_PERM // BANDS
+    banded = sigs.reshape(len(sigs), BANDS, rows_per_band).astype(np.uint64)
+    weights = np.array([1, 0x9E3779B1, 0x85EBCA77, 0xC2B2AE3D], dtype=np.uint64)[:rows_per_band]
+    keys = (banded * weights).sum(axis=2)  # (n, BANDS) band hashes; uint64 wraparound is fine
+    valid = sigs[:, 0] != _EMPTY
+    # only rows sharing some band with another row can be near-duplicates: the rest skip the loop
+    shared = np.zeros(len(sigs), dtype=bool)
+    for b in range(BANDS):
+        _, inverse, counts = np.unique(keys[:, b], return_inverse=True, return_counts=True)
+        shared |= counts[inverse] > 1
+    candidates = np.flatnonzero(shared & valid)
+    buckets: dict[tuple[int, int], list[int]] = defaultdict(list)
     drop: set[int] = set()
-    for i, sig in enumerate(sigs):
-        keys = [(b, sig[b * rows : (b + 1) * rows].tobytes()) for b in range(_BANDS)]
-        candidates = {j for k in keys for j in buckets.get(k, ())}
-        if any(float(np.mean(sigs[j] == sig)) >= threshold for j in candidates):
+    for i in candidates.tolist():
+        row_keys = [(b, k) for b, k in enumerate(keys[i].tolist())]
+        earlier = {j for k in row_keys for j in buckets.get(k, ())}
+        if any(float(np.mean(sigs[j] == sigs[i])) >= threshold for j in earlier):
             drop.add(i)
             continue
-        for k in keys:
+        for k in row_keys:
             buckets[k].append(i)
     return drop

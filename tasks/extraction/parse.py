@@ -6,14 +6,16 @@ from typing import Any
 
 from core.config import ExtractConfig
 from tasks.extraction import docs, python_ast, treesitter
+from tasks.extraction.dedup import dedup_text, signatures
 from tasks.extraction.files import content_skip_reason
 from tasks.extraction.samples import section_samples, symbol_samples
 from tasks.extraction.secrets import SecretScanner
 
 # Bump when the output of process_file changes, so cached results are not reused.
-PARSER_VERSION = "1"
+PARSER_VERSION = "2"
 
-FileResult = dict[str, Any]  # {"samples": [...], "skip": reason, "dropped": {reason: n}}
+# {"samples": [...], "skip": reason, "dropped": {reason: n}, "sigs": MinHash rows, one per sample}
+FileResult = dict[str, Any]
 
 
 def process_file(
@@ -38,12 +40,13 @@ def process_file(
             samples = symbol_samples(treesitter.extract_symbols(data, lang), path, lang, commit, cfg)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return {"samples": [], "skip": "parse_error", "dropped": {}}
-    if not scanner.first_reason(text):  # clean file: our templates add no secrets
-        return {"samples": samples, "skip": "", "dropped": {}}
-    kept, dropped = [], 0
-    for s in samples:
-        if any(scanner.first_reason(m["content"]) for m in s["messages"]):
-            dropped += 1
-        else:
-            kept.append(s)
-    return {"samples": kept, "skip": "", "dropped": {"secret": dropped} if dropped else {}}
+    dropped = 0
+    if scanner.first_reason(text):  # only then check each sample: a clean file gives clean samples
+        kept = [s for s in samples if not any(scanner.first_reason(m["content"]) for m in s["messages"])]
+        dropped, samples = len(samples) - len(kept), kept
+    return {
+        "samples": samples,
+        "skip": "",
+        "dropped": {"secret": dropped} if dropped else {},
+        "sigs": signatures([dedup_text(s) for s in samples]),
+    }

@@ -90,7 +90,9 @@ def symbol_samples(
         out.append(
             _sample(
                 "locate",
-                _pick(_LOCATE, key).format(**fmt),
+                # phrasing keyed by name alone: one name, one question, so that names
+                # defined in several places are recognised as ambiguous
+                _pick(_LOCATE, s.qualname).format(**fmt),
                 f"`{s.qualname}` is defined in `{path}` at line {s.start_line}.",
                 path,
                 span,

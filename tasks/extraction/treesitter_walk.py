@@ -44,9 +44,11 @@ class Walker:
         self.taken = -1  # start byte of the comment used as module doc: no definition may claim it
 
     def text(self, node: Node) -> str:
+        """The node's source text."""
         return self.dec(self.src[node.start_byte : node.end_byte])
 
     def dec(self, raw: bytes) -> str:
+        """Source bytes as text: invalid UTF-8 replaced, CRLF turned into LF."""
         text = raw.decode("utf-8", "replace")
         return text.replace("\r\n", "\n") if self.crlf else text  # same newlines as the Python side
 
@@ -93,6 +95,7 @@ class Walker:
         self.module(docs)
 
     def module(self, docs: list[Node]) -> None:
+        """Record the file-level symbol for these doc comments (nothing when they clean to empty)."""
         src = self.src
         doc = clean_comments([src[c.start_byte : c.end_byte] for c in docs]) if docs else None
         if doc is None:

@@ -129,7 +129,7 @@ def test_answers_are_grounded_in_the_repository(repo: Path, tmp_path: Path) -> N
     explain = [a for (t, q), a in by.items() if t == "explain" and "`parse_config`" in q]
     assert explain == ["Parse a JSON configuration string and return the settings dictionary."]
     locate = [a for (t, q), a in by.items() if t == "locate" and "`Loader.load`" in q]
-    assert locate == ["`Loader.load` is defined in `pkg/parser.py` at line 25."]
+    assert locate == ["`Loader.load` is defined in `pkg/parser.py` at line 24."]
     js = [a for (t, q), a in by.items() if t == "explain" and "`formatName`" in q]
     assert js == ["Format a user's display name from first and last name.\n@param {string} first"]
     commits = [s for s in train if s["meta"]["task"] == "commit"]
@@ -143,7 +143,12 @@ def test_undocumented_symbols_only_yield_code_and_location(repo: Path, tmp_path:
     out = tmp_path / "ds"
     extract_dataset(repo, out, ExtractConfig(eval_fraction=0.0), tmp_path / "cache")
     train, _, _ = _read(out)
-    tasks = {s["meta"]["task"] for s in train if "undocumented_helper" in s["messages"][0]["content"]}
+    tasks = {
+        s["meta"]["task"]
+        for s in train
+        if "undocumented_helper" in s["messages"][0]["content"]
+        and s["meta"]["task"] not in ("summarize_module", "commit")  # these list or diff the whole file
+    }
     assert tasks == {"locate", "implement"}
 
 
