@@ -23,7 +23,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one error, one line: never wrapped
 T = TypeVar("T")
 
 RepoOpt = Annotated[str, typer.Option("--repo", help="local path or git URL (https, ssh, file)")]

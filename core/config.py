@@ -44,18 +44,7 @@ class MonitorConfig(StepConfig):
 class ExtractConfig(StepConfig):
     """What becomes a training sample, and what never does."""
 
-    languages: list[Language] = Field(
-        default_factory=lambda: [
-            "python",
-            "javascript",
-            "typescript",
-            "go",
-            "rust",
-            "java",
-            "markdown",
-            "rst",
-        ]
-    )
+    languages: list[Language] = Field(default_factory=lambda: list(ALL_LANGUAGES))
     eval_fraction: float = Field(0.1, ge=0.0, le=0.5, description="share of files held out for eval")
     split_seed: str = Field("forgeflow", min_length=1, max_length=64)
     max_file_bytes: int = Field(512_000, ge=1_000, le=50_000_000, description="larger files are skipped")

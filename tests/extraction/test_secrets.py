@@ -7,7 +7,6 @@ import json
 import random
 import re
 import string
-import time
 import warnings
 
 import pytest
@@ -203,9 +202,7 @@ def test_never_raises_on_garbage_and_huge_lines() -> None:
         _SCANNER.first_reason(text)
     secret = PLANTED["aws_key_id"][0]
     long_line = "a = [" + "1, " * 400_000 + f"]; {secret}"
-    started = time.perf_counter()
     findings = _SCANNER.scan(long_line)
-    assert time.perf_counter() - started < 30
     assert Finding(1, "AWS Access Key") in findings  # found past the 4000-char windows' first one
 
 
@@ -222,9 +219,9 @@ def test_detect_secrets_plugins_run_without_network(monkeypatch: pytest.MonkeyPa
         assert kind in kinds and "Scanner Error" not in kinds
 
 
-def test_clean_source_is_scanned_fast() -> None:
+def test_a_megabyte_of_clean_source_has_no_finding() -> None:
+    # speed is measured by benchmarks, not asserted here; this checks the prefilter's clean path
     source = CLEAN["python_code"] + CLEAN["model_id"] + "\n" + CLEAN["commit_with_sha"] + "\n"
     text = source * (1_000_000 // len(source))
-    started = time.perf_counter()
     assert _SCANNER.first_reason(text) is None
-    assert time.perf_counter() - started < 5  # ~0.05 s at the measured 20+ MB/s; guards against blowups
+    assert _SCANNER.scan(text) == []

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowRunFilter, FlowRunFilterId
+from prefect.settings import PREFECT_API_URL
 
 from core.settings import get_settings
 from flows.prepare_data import PROGRESS_KEY, PrepareDataParams, prepare_data
@@ -27,17 +27,23 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv("FORGEFLOW_HOME", str(tmp_path / "ws"))
     monkeypatch.setenv("FORGEFLOW_ALLOWED_ROOTS", json.dumps([str(tmp_path)]))
     monkeypatch.setenv("FORGEFLOW_VALIDATION__MIN_SAMPLES", "10")
+    monkeypatch.setenv("FORGEFLOW_MONITOR__MIN_FILES_CHANGED", "10")
     get_settings.cache_clear()
     yield tmp_path
     get_settings.cache_clear()
 
 
-def _artifacts(flow_run_id, key: str) -> list:
-    with get_client(sync_client=True) as client:
-        return client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
-        )
+def _artifacts(flow_run_id, key: str) -> list[dict]:
+    # plain HTTP: prefect 3.8's client sends nulls for unset filter fields, which its server rejects
+    body = {
+        "artifacts": {"key": {"any_": [key]}, "flow_run_id": {"any_": [str(flow_run_id)]}},
+        "limit": 10,
+        "offset": 0,
+        "sort": "CREATED_DESC",
+    }
+    response = httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", json=body)
+    response.raise_for_status()
+    return response.json()
 
 
 def test_prepare_data_writes_a_validated_dataset_and_reports_progress(env: Path, make_repo) -> None:
@@ -46,7 +52,8 @@ def test_prepare_data_writes_a_validated_dataset_and_reports_progress(env: Path,
     state = prepare_data(PrepareDataParams(repo=str(repo), out_dir=str(out)), return_state=True)
     assert state.is_completed(), state.message
     result = state.result()
-    assert result["monitor"]["should_retrain"] is True  # never trained: everything is new
+    assert result["monitor"]["should_retrain"] is True  # never trained: all 12 files are new
+    assert "12 files changed (threshold: 10)" in result["monitor"]["reason"]
     assert result["extract"]["samples"]["total"] > 10
     assert result["validation"]["passed"] is True
     assert {p.name for p in out.iterdir()} >= {
@@ -57,9 +64,9 @@ def test_prepare_data_writes_a_validated_dataset_and_reports_progress(env: Path,
         "validation.md",
     }
     progress = _artifacts(state.state_details.flow_run_id, PROGRESS_KEY)
-    assert progress and progress[0].type == "progress" and float(progress[0].data) == 100.0
+    assert progress and progress[0]["type"] == "progress" and float(progress[0]["data"]) == 100.0
     report = _artifacts(state.state_details.flow_run_id, "validation-report")
-    assert report and report[0].type == "markdown"
+    assert report and report[0]["type"] == "markdown" and "min_samples" in report[0]["data"]
 
 
 def test_failed_validation_fails_the_run_naming_the_expectation(env: Path, make_repo, monkeypatch) -> None:
