@@ -52,7 +52,10 @@ class ExtractConfig(StepConfig):
     min_body_lines: int = Field(3, ge=1, le=100, description="shorter bodies make no implement task")
     history: bool = Field(True, description="use commit messages and diffs")
     max_commits: int = Field(2_000, ge=0, le=1_000_000)
-    max_diff_bytes: int = Field(12_000, ge=200, le=1_000_000, description="larger diffs are skipped")
+    max_diff_bytes: int = Field(5_000, ge=200, le=1_000_000, description="larger diffs are skipped")
+    max_sample_chars: int = Field(
+        6_000, ge=200, le=1_000_000, description="longer samples are dropped (~3 chars/token: 2k tokens)"
+    )
     min_commit_message_chars: int = Field(12, ge=1, le=1_000)
     max_doc_section_chars: int = Field(4_000, ge=100, le=100_000)
     min_doc_section_chars: int = Field(80, ge=1, le=10_000)

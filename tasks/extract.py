@@ -208,6 +208,8 @@ def _commit_result(c: history.Commit, cfg: ExtractConfig, scanner: SecretScanner
     if scanner.first_reason(c.message) or scanner.first_reason(c.diff):
         return {"skip": "secret"}
     sample = commit_sample(c, c.paths[0])
+    if sum(len(m["content"]) for m in sample["messages"]) > cfg.max_sample_chars:
+        return {"skip": "too_long"}
     return {"sample": sample, "paths": list(c.paths), "sigs": signatures([dedup_text(sample)])}
 
 

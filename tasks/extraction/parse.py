@@ -12,7 +12,7 @@ from tasks.extraction.samples import section_samples, symbol_samples
 from tasks.extraction.secrets import SecretScanner
 
 # Bump when the output of process_file changes, so cached results are not reused.
-PARSER_VERSION = "2"
+PARSER_VERSION = "3"
 
 # {"samples": [...], "skip": reason, "dropped": {reason: n}, "sigs": MinHash rows, one per sample}
 FileResult = dict[str, Any]
@@ -40,13 +40,19 @@ def process_file(
             samples = symbol_samples(treesitter.extract_symbols(data, lang), path, lang, commit, cfg)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return {"samples": [], "skip": "parse_error", "dropped": {}}
-    dropped = 0
+    dropped: dict[str, int] = {}
+    fitting = [s for s in samples if sum(len(m["content"]) for m in s["messages"]) <= cfg.max_sample_chars]
+    if len(fitting) != len(samples):
+        dropped["too_long"] = len(samples) - len(fitting)
+        samples = fitting
     if scanner.first_reason(text):  # only then check each sample: a clean file gives clean samples
         kept = [s for s in samples if not any(scanner.first_reason(m["content"]) for m in s["messages"])]
-        dropped, samples = len(samples) - len(kept), kept
+        if len(kept) != len(samples):
+            dropped["secret"] = len(samples) - len(kept)
+        samples = kept
     return {
         "samples": samples,
         "skip": "",
-        "dropped": {"secret": dropped} if dropped else {},
+        "dropped": dropped,
         "sigs": signatures([dedup_text(s) for s in samples]),
     }
