@@ -264,3 +264,13 @@ def test_an_empty_repository_is_refused(make_repo, tmp_path: Path) -> None:
     repo = make_repo()
     with pytest.raises(InputError, match="empty repository"):
         extract_dataset(repo, tmp_path / "ds", ExtractConfig(), tmp_path / "cache", display="empty")
+
+
+def test_samples_longer_than_the_budget_are_dropped_and_counted(make_repo, tmp_path: Path) -> None:
+    long_body = "\n".join(f"    value_{i} = compute_{i}(value_{i - 1})" for i in range(1, 60))
+    repo = make_repo(
+        {"big.py": f'def long_one(x):\n    """Run the long computation chain."""\n{long_body}\n'}
+    )
+    stats = extract_dataset(repo, tmp_path / "ds", ExtractConfig(max_sample_chars=1500), tmp_path / "cache")
+    assert stats["dropped"]["too_long"] == 3  # explain, docstring and implement carry the whole body
+    assert stats["samples"]["by_task"] == {"locate": 1}
