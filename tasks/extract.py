@@ -23,7 +23,7 @@ from tasks.extraction import history
 from tasks.extraction.assemble import assemble
 from tasks.extraction.blobs import BlobReader
 from tasks.extraction.cache import ResultCache
-from tasks.extraction.dedup import dedup_text, signatures
+from tasks.extraction.dedup import dedup_text, sample_keys, signatures
 from tasks.extraction.files import classify, ignore_matcher, list_tree, symlink_leaves_repo
 from tasks.extraction.parse import PARSER_VERSION, FileResult, process_file
 from tasks.extraction.samples import commit_sample
@@ -210,7 +210,12 @@ def _commit_result(c: history.Commit, cfg: ExtractConfig, scanner: SecretScanner
     sample = commit_sample(c, c.paths[0])
     if sum(len(m["content"]) for m in sample["messages"]) > cfg.max_sample_chars:
         return {"skip": "too_long"}
-    return {"sample": sample, "paths": list(c.paths), "sigs": signatures([dedup_text(sample)])}
+    return {
+        "sample": sample,
+        "paths": list(c.paths),
+        "sigs": signatures([dedup_text(sample)]),
+        "keys": sample_keys(sample),
+    }
 
 
 @task(name="extract-data")

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from core.config import ExtractConfig
-from tasks.extraction.dedup import dedup_text, exact_key, near_duplicates
+from tasks.extraction.dedup import near_duplicates
 
 Sample = dict[str, Any]
 
@@ -40,6 +40,7 @@ def assemble(
     held_out = eval_paths([p for p, _, r in files if not r["skip"]], cfg)
     samples: list[Sample] = []
     sigs: list[np.ndarray] = []
+    keys: list[list[str]] = []  # exact-duplicate keys per sample, computed where the sample was made
     for path, _lang, result in files:
         if result["skip"]:
             content_skipped[result["skip"]] += 1
@@ -50,6 +51,7 @@ def assemble(
             samples.append({**s, "meta": {**s["meta"], "commit": commit, "split": split}})
         if result["samples"]:
             sigs.append(result["sigs"])
+            keys.extend(result["keys"])
     commit_stats: Counter[str] = Counter()
     for c in commits:
         if "skip" in c:
@@ -71,6 +73,7 @@ def assemble(
             }
         )
         sigs.append(c["sigs"])
+        keys.append(c["keys"])
         commit_stats["used"] += 1
     sig_rows = np.concatenate(sigs) if sigs else np.zeros((0, 1), dtype=np.uint32)
 
@@ -84,7 +87,7 @@ def assemble(
             samples[i]["meta"]["task"],
         )
     )
-    keep = _dedup(samples, sig_rows, keep, cfg, dropped)
+    keep = _dedup(samples, sig_rows, keys, keep, cfg, dropped)
     final = [samples[i] for i in keep]
     train = [s for s in final if s["meta"]["split"] == "train"]
     evals = [s for s in final if s["meta"]["split"] == "eval"]
@@ -123,20 +126,19 @@ def _unambiguous_locates(samples: list[Sample], dropped: Counter[str]) -> list[i
 
 
 def _dedup(
-    samples: list[Sample], sigs: np.ndarray, order: list[int], cfg: ExtractConfig, dropped: Counter[str]
+    samples: list[Sample],
+    sigs: np.ndarray,
+    keys_of: list[list[str]],
+    order: list[int],
+    cfg: ExtractConfig,
+    dropped: Counter[str],
 ) -> list[int]:
     """`order` without exact duplicates, then without near-duplicates (first occurrence wins)."""
     seen: set[str] = set()
     unique: list[int] = []
     for i in order:
-        s = samples[i]
-        prompt_key = exact_key(s["messages"][-2]["content"])
         # the same prompt twice is a duplicate; so is the same content under another path or phrasing
-        keys = (
-            {prompt_key}
-            if s["meta"]["task"] == "locate"
-            else {prompt_key, exact_key(s["meta"]["task"] + "\0" + dedup_text(s))}
-        )
+        keys = set(keys_of[i])
         if keys & seen:
             dropped["exact_duplicate"] += 1
             continue

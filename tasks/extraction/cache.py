@@ -6,7 +6,6 @@ A value is a JSON object plus, under "sigs", an optional numpy array stored as a
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import zlib
 from collections.abc import Iterable
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from tasks.extraction.dedup import NUM_PERM
 
@@ -38,7 +38,7 @@ class ResultCache:
             marks = ",".join("?" * len(chunk))
             query = f"SELECT key, value, sigs FROM results WHERE key IN ({marks})"
             for key, blob, sigs in self._db.execute(query, chunk):
-                value = json.loads(zlib.decompress(blob))
+                value = orjson.loads(zlib.decompress(blob))
                 if sigs is not None:
                     value["sigs"] = np.frombuffer(sigs, dtype=np.uint32).reshape(-1, NUM_PERM)
                 found[key] = value
@@ -50,7 +50,7 @@ class ResultCache:
         for key, value in items:
             sigs = value.get("sigs")
             plain = {k: v for k, v in value.items() if k != "sigs"}
-            blob = zlib.compress(json.dumps(plain, separators=(",", ":")).encode(), 1)
+            blob = zlib.compress(orjson.dumps(plain), 1)
             rows.append(
                 (key, blob, None if sigs is None else np.ascontiguousarray(sigs, np.uint32).tobytes())
             )

@@ -20,6 +20,14 @@ _B = _rng.integers(0, _P, NUM_PERM, dtype=np.uint64)
 _EMPTY = np.iinfo(np.uint32).max  # row value of a text too short to have a signature
 
 
+def sample_keys(sample: dict[str, Any]) -> list[str]:
+    """Exact-duplicate keys: the prompt, and (but for locate) the task's content without phrasing."""
+    prompt_key = exact_key(sample["messages"][-2]["content"])
+    if sample["meta"]["task"] == "locate":  # its content is a path and line: only the prompt counts
+        return [prompt_key]
+    return [prompt_key, exact_key(sample["meta"]["task"] + "\0" + dedup_text(sample))]
+
+
 def exact_key(text: str) -> str:
     """Whitespace- and case-insensitive content key."""
     return hashlib.blake2b(" ".join(text.lower().split()).encode(), digest_size=16).hexdigest()
@@ -81,9 +89,10 @@ def near_duplicates(sigs: np.ndarray, threshold: float) -> set[int]:
     buckets: dict[tuple[int, int], list[int]] = defaultdict(list)
     drop: set[int] = set()
     for i in candidates.tolist():
-        row_keys = [(b, k) for b, k in enumerate(keys[i].tolist())]
+        row_keys = list(enumerate(keys[i].tolist()))
         earlier = {j for k in row_keys for j in buckets.get(k, ())}
-        if any(float(np.mean(sigs[j] == sigs[i])) >= threshold for j in earlier):
+        # one vectorised comparison against every earlier candidate sharing a band
+        if earlier and (sigs[list(earlier)] == sigs[i]).mean(axis=1).max() >= threshold:
             drop.add(i)
             continue
         for k in row_keys:

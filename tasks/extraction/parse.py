@@ -6,15 +6,16 @@ from typing import Any
 
 from core.config import ExtractConfig
 from tasks.extraction import docs, python_ast, treesitter
-from tasks.extraction.dedup import dedup_text, signatures
+from tasks.extraction.dedup import dedup_text, sample_keys, signatures
 from tasks.extraction.files import content_skip_reason
 from tasks.extraction.samples import section_samples, symbol_samples
 from tasks.extraction.secrets import SecretScanner
 
 # Bump when the output of process_file changes, so cached results are not reused.
-PARSER_VERSION = "3"
+PARSER_VERSION = "4"
 
-# {"samples": [...], "skip": reason, "dropped": {reason: n}, "sigs": MinHash rows, one per sample}
+# {"samples": [...], "skip": reason, "dropped": {reason: n},
+#  "sigs": MinHash rows and "keys": exact-duplicate keys, one per sample}
 FileResult = dict[str, Any]
 
 
@@ -55,4 +56,5 @@ def process_file(
         "skip": "",
         "dropped": dropped,
         "sigs": signatures([dedup_text(s) for s in samples]),
+        "keys": [sample_keys(s) for s in samples],
     }
