@@ -115,7 +115,10 @@ def content_skip_reason(path: str, lang: str, data: bytes) -> str:
     head = data[:8192]
     if b"\0" in head:
         return "binary"
-    if any(m in head[:2048] for m in _GENERATED_MARKERS):
+    # a generator says so in a header comment: look at the first lines only, not at code that
+    # merely mentions the markers
+    top = b"\n".join(head[:2048].split(b"\n")[:5])
+    if any(m in top for m in _GENERATED_MARKERS):
         return "generated"
     if lang in ("javascript", "typescript", "tsx") and data.count(b"\n") < len(data) / 500:
         return "minified"  # avg line > 500 chars: bundler output
