@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 import zlib
 from collections import defaultdict
 from collections.abc import Sequence
@@ -11,12 +10,7 @@ from typing import Any
 
 import numpy as np
 
-_WORD = re.compile(r"\w+|[^\w\s]")
-_P = (1 << 31) - 1  # Mersenne prime: a*h + b with a, b < 2^31 and h < 2^32 stays below 2^64
-NUM_PERM, BANDS = 64, 16
-_rng = np.random.default_rng(20240117)  # fixed: signatures must be identical across runs and processes
-_A = _rng.integers(1, _P, NUM_PERM, dtype=np.uint64)
-_B = _rng.integers(0, _P, NUM_PERM, dtype=np.uint64)
+NUM_PERM, BANDS = 64, 16  # 64 bins, banded 16 x 4 for LSH
 _EMPTY = np.iinfo(np.uint32).max  # row value of a text too short to have a signature
 
 
@@ -41,34 +35,70 @@ def dedup_text(sample: dict[str, Any]) -> str:
 
 
 def signatures(texts: Sequence[str]) -> np.ndarray:
-    """MinHash signatures, one uint32 row of NUM_PERM values per text (all-max for < 3 words)."""
+    """One-permutation MinHash over word 3-grams: a uint32 row of NUM_PERM bins per text.
+
+    Each gram is hashed once; its top bits pick a bin, the rest compete for that bin's minimum.
+    Empty bins borrow from the next non-empty one (densification), so rows compare bin by bin like
+    classic MinHash at a fraction of the cost. Texts under 3 words get an all-_EMPTY row.
+    """
     out = np.full((len(texts), NUM_PERM), _EMPTY, dtype=np.uint32)
-    word_hash: dict[str, int] = {}
-    ids: list[int] = []
+    words: list[str] = []
     rows: list[int] = []
-    starts: list[int] = []
+    counts: list[int] = []
     for i, text in enumerate(texts):
-        words = _WORD.findall(text.lower())
-        if len(words) < 3:
-            continue
-        for w in words:
-            if w not in word_hash:
-                word_hash[w] = zlib.crc32(w.encode())
-        rows.append(i)
-        starts.append(len(ids))
-        ids.extend(word_hash[w] for w in words)
-        ids.extend((0, 0))  # two pad ids: no 3-gram spans two texts' ends
+        ws = text.lower().split()
+        if len(ws) >= 3:
+            words.extend(ws)
+            rows.append(i)
+            counts.append(len(ws))
     if not rows:
         return out
-    h = np.array(ids, dtype=np.uint64)
-    grams = (h[:-2] * np.uint64(0x9E3779B1) ^ h[1:-1] * np.uint64(0x85EBCA77) ^ h[2:]) & np.uint64(0xFFFFFFFF)
-    lengths = np.diff(np.array([*starts, len(ids)])) - 2  # grams of each text (pads excluded)
-    keep = np.concatenate([np.arange(s, s + n) for s, n in zip(starts, lengths, strict=True)])
-    grams = grams[keep]
-    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    values = (grams[:, None] * _A + _B) % np.uint64(_P)
-    out[rows] = np.minimum.reduceat(values, offsets, axis=0).astype(np.uint32)
+    table = {w: zlib.crc32(w.encode()) for w in set(words)}  # stable across processes, unlike hash()
+    h = np.fromiter(map(table.__getitem__, words), dtype=np.uint64, count=len(words))
+    n_words = np.array(counts)
+    ends = np.cumsum(n_words)
+    gram_counts = n_words - 2
+    # gram k of text t starts at word ends[t] - n_words[t] + k
+    starts = np.repeat(ends - n_words, gram_counts) + _ranges(gram_counts)
+    g = (h[starts] * np.uint64(0x9E3779B1)) ^ (h[starts + 1] * np.uint64(0x85EBCA77)) ^ h[starts + 2]
+    g = _mix32(g & np.uint64(0xFFFFFFFF))
+    bins = (g >> np.uint64(26)).astype(np.int64)  # 6 bits: NUM_PERM = 64 bins
+    values = g & np.uint64((1 << 26) - 1)
+    owner = np.repeat(np.arange(len(rows)), gram_counts)
+    flat = np.full(len(rows) * NUM_PERM, _EMPTY, dtype=np.uint64)
+    np.minimum.at(flat, owner * NUM_PERM + bins, values)
+    out[rows] = _densify(flat.reshape(len(rows), NUM_PERM)).astype(np.uint32)
     return out
+
+
+def _ranges(counts: np.ndarray) -> np.ndarray:
+    """Concatenated aranges: [0..c0), [0..c1), ..."""
+    total = int(counts.sum())
+    offsets = np.repeat(np.cumsum(counts) - counts, counts)
+    return np.arange(total) - offsets
+
+
+def _mix32(x: np.ndarray) -> np.ndarray:
+    """A 32-bit avalanche finaliser (murmur3's), so every output bit depends on every input bit."""
+    mask = np.uint64(0xFFFFFFFF)
+    x = x ^ (x >> np.uint64(16))
+    x = (x * np.uint64(0x85EBCA6B)) & mask
+    x = x ^ (x >> np.uint64(13))
+    x = (x * np.uint64(0xC2B2AE35)) & mask
+    return x ^ (x >> np.uint64(16))
+
+
+def _densify(sig: np.ndarray) -> np.ndarray:
+    """Fill each empty bin from the next non-empty bin (circularly), offset by the distance."""
+    n, width = sig.shape
+    doubled = np.concatenate([sig, sig], axis=1)
+    positions = np.where(doubled != _EMPTY, np.arange(2 * width), 2 * width)
+    nxt = np.minimum.accumulate(positions[:, ::-1], axis=1)[:, ::-1][:, :width]
+    nxt = np.minimum(nxt, 2 * width - 1)  # never reached: every row here has at least one gram
+    filled = doubled[np.arange(n)[:, None], nxt] + (nxt - np.arange(width)).astype(np.uint64) * np.uint64(
+        1 << 26
+    )
+    return np.where(sig != _EMPTY, sig, filled)
 
 
 def near_duplicates(sigs: np.ndarray, threshold: float) -> set[int]:

@@ -202,7 +202,7 @@ def test_duplicates_and_ambiguous_locations_are_dropped(make_repo, tmp_path: Pat
 
 
 def test_near_duplicates_are_dropped(make_repo, tmp_path: Path) -> None:
-    doc = " ".join(f"word{i}" for i in range(60))
+    doc = " ".join(f"word{i}" for i in range(150))
     repo = make_repo(
         {
             "a.py": f'def alpha(x):\n    """{doc} first."""\n    return x\n',
