@@ -12,7 +12,7 @@ from tasks.extraction.samples import section_samples, symbol_samples
 from tasks.extraction.secrets import SecretScanner
 
 # Bump when the output of process_file changes, so cached results are not reused.
-PARSER_VERSION = "6"
+PARSER_VERSION = "7"
 
 # {"samples": [...], "skip": reason, "dropped": {reason: n},
 #  "sigs": MinHash rows and "keys": exact-duplicate keys, one per sample}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import inspect
-import textwrap
 import warnings
 from typing import cast
 
@@ -59,7 +58,8 @@ def _symbol(
 ) -> Symbol:
     start = node.decorator_list[0].lineno if node.decorator_list else node.lineno
     end = node.end_lineno or node.lineno
-    code = textwrap.dedent("\n".join(lines[start - 1 : end]))
+    indent = node.col_offset  # a method's own indentation, removed so its code reads as top-level
+    code = "\n".join(_dedent(lines[start - 1 : end], indent))
     first_body = node.body[0].lineno
     sig_lines = lines[node.lineno - 1 : max(node.lineno, first_body - 1)]
     signature = " ".join(s.strip() for s in sig_lines).strip()
@@ -73,8 +73,8 @@ def _symbol(
         d_start, d_end = doc_node.lineno, doc_node.end_lineno or doc_node.lineno
         if d_start > node.lineno:  # docstring on its own lines: cut them, keep the body valid
             placeholder = None if len(node.body) > 1 else " " * doc_node.col_offset + "..."
-            body = lines[start - 1 : end]
-            without = textwrap.dedent(_drop_lines(body, d_start - start, d_end - start, placeholder))
+            body = _dedent(lines[start - 1 : end], indent)
+            without = _drop_lines(body, d_start - start, d_end - start, placeholder and placeholder[indent:])
     return Symbol(
         kind,  # type: ignore[arg-type]
         node.name,
@@ -100,6 +100,16 @@ def _docstring_node(node: ast.AST) -> _DocExpr | None:
     ):
         return cast(_DocExpr, first)
     return None
+
+
+def _dedent(lines: list[str], width: int) -> list[str]:
+    """Lines without their first `width` characters where those are whitespace (cheaper than textwrap)."""
+    if width == 0:
+        return lines
+    return [
+        line[width:] if line[:width].isspace() else line.lstrip() if not line.strip() else line
+        for line in lines
+    ]
 
 
 def _drop_lines(lines: list[str], first: int, last: int, placeholder: str | None = None) -> str:
