@@ -1,0 +1,50 @@
+"""The one settings object: YAML under env, bounds and unknown keys rejected with the field named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from core.config import ExtractConfig, MonitorConfig
+from core.settings import Settings
+
+
+def test_yaml_is_read_and_env_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "ff.yaml"
+    config.write_text("monitor:\n  min_commits: 4\nextract:\n  eval_fraction: 0.2\n")
+    monkeypatch.setenv("FORGEFLOW_CONFIG", str(config))
+    monkeypatch.setenv("FORGEFLOW_MONITOR__MIN_COMMITS", "7")
+    settings = Settings()
+    assert settings.monitor.min_commits == 7  # env over YAML
+    assert settings.extract.eval_fraction == 0.2  # YAML over defaults
+    assert settings.home.is_absolute()
+
+
+def test_unknown_keys_are_rejected_naming_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "ff.yaml"
+    config.write_text("extract:\n  eval_fractoin: 0.2\n")
+    monkeypatch.setenv("FORGEFLOW_CONFIG", str(config))
+    with pytest.raises(ValidationError, match="eval_fractoin"):
+        Settings()
+
+
+@pytest.mark.parametrize(
+    ("model", "field", "value"),
+    [
+        (ExtractConfig, "eval_fraction", 0.9),
+        (ExtractConfig, "max_file_bytes", 10),
+        (MonitorConfig, "min_commits", 0),
+    ],
+)
+def test_out_of_range_values_are_rejected(model: type, field: str, value: object) -> None:
+    with pytest.raises(ValidationError, match=field):
+        model(**{field: value})
+
+
+def test_the_shipped_config_file_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.setenv("FORGEFLOW_CONFIG", str(root / "configs" / "forgeflow.yaml"))
+    settings = Settings()
+    assert settings.base_model == "smollm2-135m" and settings.extract.max_sample_chars == 6000
