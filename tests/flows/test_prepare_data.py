@@ -89,3 +89,11 @@ def test_only_if_changed_stops_after_the_monitor_when_up_to_date(env: Path, make
     result = prepare_data(PrepareDataParams(repo=str(repo), out_dir=str(out), only_if_changed=True))
     assert result["monitor"]["should_retrain"] is False
     assert result["extract"] is None and not out.exists()
+
+
+def test_dry_run_monitors_and_writes_nothing(env: Path, make_repo) -> None:
+    repo = make_repo({f"inventory/m{i}.py": _module(i) for i in range(12)})
+    out = env / "ds"
+    result = prepare_data(PrepareDataParams(repo=str(repo), out_dir=str(out), dry_run=True))
+    assert result["monitor"]["should_retrain"] is True
+    assert result["extract"] is None and result["validation"] is None and not out.exists()
