@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import shutil
@@ -35,6 +36,72 @@ def embedded_gguf(name: str) -> Path:
     return path
 
 
+def materialize(name_or_path: str, cache_dir: Path) -> Path:
+    """A local Hugging Face directory (safetensors + tokenizer) for a base model.
+
+    The embedded model and any .gguf file are dequantised and converted once into
+    `cache_dir/models/...` (keyed by the GGUF's content hash), since transformers refuses to
+    `save_pretrained` a model loaded from GGUF; a local HF directory is used as is; an HF id must
+    already be in the local Hugging Face cache (nothing is downloaded).
+    """
+    if name_or_path in EMBEDDED:
+        return _convert_gguf(embedded_gguf(name_or_path), cache_dir / "models" / name_or_path)
+    path = Path(name_or_path).expanduser()
+    if path.is_dir() and (path / "config.json").is_file():
+        return path
+    if path.is_file() and path.suffix == ".gguf":
+        return _convert_gguf(path, cache_dir / "models" / f"gguf-{_file_digest(path)[:16]}")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name_or_path, local_files_only=True))
+    except Exception as exc:  # not cached, not a repo id, offline: one answer for all
+        raise _not_found(name_or_path) from exc
+
+
+def _not_found(name: str) -> InputError:
+    return InputError(
+        f"base model '{name}' not found: pass a local HF directory or .gguf file, or an id "
+        f"already in the local Hugging Face cache; embedded: {', '.join(sorted(EMBEDDED))}"
+    )
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _convert_gguf(gguf: Path, target: Path) -> Path:
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to a trainable HF model (once)", gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):  # a clean model, not a "GGUF-quantised" one
+        delattr(config, "quantization_config")
+    clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    clean.load_state_dict(loaded.state_dict())
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        clean.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        tmp.replace(target)
+    except OSError:
+        if not (target / "config.json").is_file():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
 def load_tokenizer(name_or_path: str, cache_dir: Path) -> PreTrainedTokenizerBase:
     """Tokenizer of a base model; the embedded GGUF's tokenizer is converted once into `cache_dir`."""
     from transformers import AutoTokenizer
@@ -61,7 +128,4 @@ def load_tokenizer(name_or_path: str, cache_dir: Path) -> PreTrainedTokenizerBas
     try:
         return AutoTokenizer.from_pretrained(name_or_path, local_files_only=True)
     except OSError as exc:
-        raise InputError(
-            f"base model '{name_or_path}' not found: pass a local HF directory or .gguf file, or an id "
-            f"already in the local Hugging Face cache; embedded: {', '.join(sorted(EMBEDDED))}"
-        ) from exc
+        raise _not_found(name_or_path) from exc
