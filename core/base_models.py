@@ -7,6 +7,7 @@ import importlib.util
 import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -88,18 +89,27 @@ def _convert_gguf(gguf: Path, target: Path) -> Path:
     clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     clean.load_state_dict(loaded.state_dict())
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+
+    def fill(tmp: Path) -> None:
+        clean.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+
+    _publish_dir(target, fill)
+    return target
+
+
+def _publish_dir(target: Path, fill: Callable[[Path], object]) -> None:
+    """Build a directory in a temp sibling, then rename it to `target`: readers never see half of it."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        clean.save_pretrained(str(tmp), safe_serialization=True)
-        tokenizer.save_pretrained(str(tmp))
+        fill(tmp)
         tmp.replace(target)
     except OSError:
-        if not (target / "config.json").is_file():
+        if not target.is_dir():  # unless another process published it first: keep theirs
             raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def load_tokenizer(name_or_path: str, cache_dir: Path) -> PreTrainedTokenizerBase:
@@ -112,13 +122,7 @@ def load_tokenizer(name_or_path: str, cache_dir: Path) -> PreTrainedTokenizerBas
             gguf = embedded_gguf(name_or_path)
             log.info("converting the tokenizer of %s from its GGUF (once)", name_or_path)
             tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{name_or_path}.", dir=target.parent))
-            tok.save_pretrained(str(tmp))
-            try:
-                tmp.replace(target)
-            except OSError:  # another process finished first: keep theirs
-                shutil.rmtree(tmp, ignore_errors=True)
+            _publish_dir(target, lambda tmp: tok.save_pretrained(str(tmp)))
         return AutoTokenizer.from_pretrained(str(target))
     path = Path(name_or_path).expanduser()
     if path.is_dir():

@@ -72,9 +72,9 @@ def _symbol(
         doc = inspect.cleandoc(str(doc_node.value.value)) or None
         d_start, d_end = doc_node.lineno, doc_node.end_lineno or doc_node.lineno
         if d_start > node.lineno:  # docstring on its own lines: cut them, keep the body valid
-            placeholder = None if len(node.body) > 1 else " " * doc_node.col_offset + "..."
+            placeholder = None if len(node.body) > 1 else " " * (doc_node.col_offset - indent) + "..."
             body = _dedent(lines[start - 1 : end], indent)
-            without = _drop_lines(body, d_start - start, d_end - start, placeholder and placeholder[indent:])
+            without = _drop_lines(body, d_start - start, d_end - start, placeholder)
     return Symbol(
         kind,  # type: ignore[arg-type]
         node.name,
