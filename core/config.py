@@ -90,3 +90,63 @@ class ValidateConfig(StepConfig):
     max_tokens: int = Field(2048, ge=16, le=1_000_000, description="rendered sample length upper bound")
     max_duplicate_prompt_fraction: float = Field(0.0, ge=0.0, le=1.0)
     tokenizer: str = Field("smollm2-135m", description="base model whose tokenizer counts tokens")
+
+
+Method = Literal["lora", "pissa", "dora", "qlora"]
+Quant = Literal["f16", "q8_0", "q4_k_m"]
+DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class TrainConfig(StepConfig):
+    """How an adapter is trained; profiles in configs/train/*.yaml set these."""
+
+    method: Method = "lora"
+    rank: int = Field(16, ge=1, le=1024, description="higher: more capacity, more memory")
+    alpha: int = Field(32, ge=1, le=4096, description="update scale = alpha / rank")
+    dropout: float = Field(0.05, ge=0.0, le=0.5)
+    target_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_TARGETS), min_length=1)
+    pissa_niter: int = Field(4, ge=0, le=64, description="fast-SVD iterations for PiSSA; 0 = exact SVD")
+    learning_rate: float = Field(2e-4, gt=0.0, le=1.0)
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0.0, le=0.5)
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    max_grad_norm: float = Field(1.0, gt=0.0, le=100.0)
+    epochs: float = Field(1.0, gt=0.0, le=100.0)
+    max_steps: int | None = Field(None, ge=1, le=10_000_000, description="overrides epochs when set")
+    batch_size: int = Field(4, ge=1, le=1024, description="sequences per step per device")
+    grad_accum: int = Field(4, ge=1, le=1024)
+    max_length: int = Field(1024, ge=32, le=131_072, description="tokens per (packed) sequence")
+    packing: bool = Field(True, description="pack samples into full rows: no padding computed")
+    seed: int = Field(42, ge=0, le=2**31 - 1)
+    save_steps: int = Field(50, ge=1, le=1_000_000, description="checkpoint every N optimizer steps")
+    keep_checkpoints: int = Field(2, ge=1, le=100)
+    gradient_checkpointing: bool = Field(False, description="less activation memory, ~30% slower")
+    backend: Literal["auto", "peft", "unsloth"] = Field("auto", description="auto: unsloth with CUDA")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="auto: fp32 on CPU")
+
+
+class EvalConfig(StepConfig):
+    """Tuned vs base on the eval split."""
+
+    margin: float = Field(
+        0.0, ge=0.0, le=0.99, description="pass when tuned perplexity <= base perplexity * (1 - margin)"
+    )
+    max_samples: int = Field(256, ge=0, le=1_000_000, description="eval samples scored for NLL; 0 = all")
+    batch_size: int = Field(8, ge=1, le=1024)
+    max_length: int = Field(1024, ge=32, le=131_072)
+    generation_samples: int = Field(16, ge=0, le=10_000, description="held-out samples per generation task")
+    max_new_tokens: int = Field(64, ge=1, le=4096)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+
+class ExportConfig(StepConfig):
+    """Merged weights to GGUF, and the parity a GGUF must reach to be accepted."""
+
+    quants: list[Quant] = Field(default_factory=lambda: ["f16", "q8_0", "q4_k_m"], min_length=1)
+    parity_prompts: int = Field(8, ge=1, le=1_000, description="eval prompts used for the parity check")
+    parity_tokens: int = Field(32, ge=1, le=1_024, description="greedy tokens compared per prompt")
+    min_agreement: dict[Quant, float] = Field(
+        default_factory=lambda: {"f16": 0.99, "q8_0": 0.95, "q4_k_m": 0.90},
+        description="top-token agreement with the merged HF model a GGUF needs",
+    )
+    n_ctx: int = Field(2048, ge=128, le=131_072)

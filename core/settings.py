@@ -16,7 +16,14 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from core.config import ExtractConfig, MonitorConfig, ValidateConfig
+from core.config import (
+    EvalConfig,
+    ExportConfig,
+    ExtractConfig,
+    MonitorConfig,
+    TrainConfig,
+    ValidateConfig,
+)
 
 UrlScheme = Literal["https", "ssh", "file", "git", "http"]
 _DEFAULT_SCHEMES: tuple[UrlScheme, ...] = ("https", "ssh", "file")
@@ -45,6 +52,9 @@ class Settings(BaseSettings):
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     extract: ExtractConfig = Field(default_factory=ExtractConfig)
     validation: ValidateConfig = Field(default_factory=ValidateConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvalConfig = Field(default_factory=EvalConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
 
     @field_validator("home", mode="after")
     @classmethod
