@@ -94,6 +94,8 @@ class ValidateConfig(StepConfig):
 
 Method = Literal["lora", "pissa", "dora", "qlora"]
 Quant = Literal["f16", "q8_0", "q4_k_m"]
+DEFAULT_QUANTS: list[Quant] = ["f16", "q8_0", "q4_k_m"]
+DEFAULT_AGREEMENT: dict[Quant, float] = {"f16": 0.99, "q8_0": 0.95, "q4_k_m": 0.90}
 DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -142,11 +144,11 @@ class EvalConfig(StepConfig):
 class ExportConfig(StepConfig):
     """Merged weights to GGUF, and the parity a GGUF must reach to be accepted."""
 
-    quants: list[Quant] = Field(default_factory=lambda: ["f16", "q8_0", "q4_k_m"], min_length=1)
+    quants: list[Quant] = Field(default_factory=lambda: list(DEFAULT_QUANTS), min_length=1)
     parity_prompts: int = Field(8, ge=1, le=1_000, description="eval prompts used for the parity check")
     parity_tokens: int = Field(32, ge=1, le=1_024, description="greedy tokens compared per prompt")
     min_agreement: dict[Quant, float] = Field(
-        default_factory=lambda: {"f16": 0.99, "q8_0": 0.95, "q4_k_m": 0.90},
+        default_factory=lambda: dict(DEFAULT_AGREEMENT),
         description="top-token agreement with the merged HF model a GGUF needs",
     )
     n_ctx: int = Field(2048, ge=128, le=131_072)
