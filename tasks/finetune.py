@@ -194,7 +194,7 @@ def _train(
     from datasets import Dataset
     from transformers import PrinterCallback
 
-    from tasks.training import AtomicCheckpointTrainer, ProgressCallback, build_model, torch_dtype
+    from tasks.training import ForgeflowTrainer, ProgressCallback, build_model, torch_dtype
 
     pause_file = out_dir / PAUSE_FILE
 
@@ -206,7 +206,7 @@ def _train(
     if cfg.method == "pissa" and not (pissa_init / "adapter_config.json").is_file():
         _save_pissa_init(model, pissa_init)
     callback = ProgressCallback(progress, pause_requested)
-    trainer = AtomicCheckpointTrainer(
+    trainer = ForgeflowTrainer(
         model=model,
         args=_sft_config(cfg, out_dir / CHECKPOINTS),
         train_dataset=Dataset.from_list(rows),
@@ -214,6 +214,7 @@ def _train(
         callbacks=[callback],
     )
     trainer.keep_checkpoints = cfg.keep_checkpoints
+    trainer.assistant_only_head = backend == "peft"  # unsloth brings its own fused loss
     trainer.remove_callback(PrinterCallback)  # logs reach the user through `progress`, not stdout
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -269,7 +270,7 @@ def _sft_config(cfg: TrainConfig, output_dir: Path) -> Any:
         logging_steps=1,
         save_strategy="steps",
         save_steps=cfg.save_steps,
-        save_total_limit=None,  # AtomicCheckpointTrainer prunes, after the new checkpoint is in place
+        save_total_limit=None,  # ForgeflowTrainer prunes, after the new checkpoint is in place
         seed=cfg.seed,
         data_seed=cfg.seed,
         report_to="none",

@@ -20,6 +20,7 @@ import torch
 from transformers import TrainerCallback
 from trl import SFTTrainer
 
+from core.chat_template import IGNORE_INDEX
 from core.config import TrainConfig
 from core.errors import InputError
 
@@ -139,16 +140,35 @@ def _present_targets(model: Any, wanted: list[str]) -> list[str]:
     return present
 
 
-class AtomicCheckpointTrainer(SFTTrainer):
-    """An SFTTrainer whose checkpoints appear whole or not at all.
+class ForgeflowTrainer(SFTTrainer):
+    """An SFTTrainer with an assistant-only LM head and checkpoints that appear whole or not at all.
 
-    Each checkpoint is written into a hidden staging directory and renamed into place, so a crash
-    mid-save never leaves a `checkpoint-N` that `--resume` would trust; older ones are pruned only
-    after the new one is in place.
+    Loss: the LM head (vocab-sized, the costliest layer of a small model) runs only on positions
+    whose next token is an assistant token; prompts, system text and packing boundaries never reach
+    it. Checkpoints: each is written into a hidden staging directory and renamed into place, so a
+    crash mid-save never leaves a `checkpoint-N` that `--resume` would trust; older ones are pruned
+    only after the new one is in place.
     """
 
     keep_checkpoints = 2
+    assistant_only_head = True
     _staging: Path | None = None
+
+    def compute_loss(
+        self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        if not self.assistant_only_head or return_outputs or not _plain_lm_head(base):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        labels = inputs["labels"]
+        kwargs = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask", "position_ids")}
+        hidden = base.get_decoder()(**kwargs, use_cache=False).last_hidden_state[:, :-1]
+        targets = labels[:, 1:]
+        mask = targets != IGNORE_INDEX
+        logits = base.get_output_embeddings()(hidden[mask]).float()
+        total = torch.nn.functional.cross_entropy(logits, targets[mask], reduction="sum")
+        count = num_items_in_batch if num_items_in_batch is not None else mask.sum()
+        return total / torch.as_tensor(count, device=total.device).clamp(min=1)
 
     def _get_output_dir(self, trial: Any) -> str:
         return str(self._staging) if self._staging is not None else str(super()._get_output_dir(trial))
@@ -169,6 +189,13 @@ class AtomicCheckpointTrainer(SFTTrainer):
             self._staging = None
         for old in complete_checkpoints(root)[: -self.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _plain_lm_head(model: Any) -> bool:
+    """True for decoders whose logits are just lm_head(hidden): no soft-capping or logit scaling."""
+    config = model.config.get_text_config()
+    special = ("final_logit_softcapping", "logit_scale", "output_multiplier", "logits_scaling")
+    return hasattr(model, "get_decoder") and all(getattr(config, k, None) is None for k in special)
 
 
 def complete_checkpoints(root: Path) -> list[Path]:
@@ -225,6 +252,7 @@ class ProgressCallback(TrainerCallback):
                     "max_steps": state.max_steps,
                     "loss": float(logs["loss"]),
                     "learning_rate": float(logs.get("learning_rate", 0.0)),
+                    "tokens": int(state.num_input_tokens_seen),
                     "tokens_per_second": round(tokens / elapsed, 1),
                 }
             )

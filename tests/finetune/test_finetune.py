@@ -201,3 +201,31 @@ def test_shipped_profiles_load_and_start_with_their_command(profile: str) -> Non
     assert cfg.max_steps == 3
     first = (PROFILES_DIR / f"{profile}.yaml").read_text().splitlines()[0]
     assert first.startswith("# forgeflow finetune ") and f"--profile {profile}" in first
+
+
+def test_assistant_only_lm_head_gives_trl_s_loss(
+    dataset: Path, tiny_base: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    """The LM head run only on assistant positions yields the same loss as trl's full computation."""
+    from datasets import Dataset
+
+    from core.base_models import load_tokenizer
+    from tasks.finetune import _sft_config
+    from tasks.training import ForgeflowTrainer, build_model
+
+    cfg = _cfg()
+    tok = load_tokenizer(str(tiny_base), cache_dir)
+    rows, _, _ = encode_split(tok, dataset / "train.jsonl", max_length=128)
+    trainer = ForgeflowTrainer(
+        model=build_model(cfg, tiny_base, "peft"),
+        args=_sft_config(cfg, tmp_path / "ckpt"),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tok,
+    )
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    assert "position_ids" in batch and "attention_mask" not in batch  # packed, padding-free
+    with torch.no_grad():
+        ours = trainer.compute_loss(trainer.model, dict(batch))
+        trainer.assistant_only_head = False
+        theirs = trainer.compute_loss(trainer.model, dict(batch))
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-5)

@@ -1,6 +1,6 @@
 """Secret scanner throughput and false-positive rate on real code (installed packages, 40-line chunks).
 
-Usage: .venv/bin/python benchmarks/secrets.py [--packages transformers pydantic prefect]
+Usage: .venv/bin/python benchmarks/secret_scan.py [--packages transformers pydantic prefect]
 Writes benchmarks/results/secrets.json. Flagged chunks in real libraries are mostly fake keys in
 docs and tests; the rate bounds how much clean code the scanner would wrongly drop.
 """
