@@ -192,3 +192,6 @@ def prepare(
     if result.get("extract"):
         _print_summary(result["extract"], out_dir)
         out.print(f"validation: [green]passed[/] ({result['validation']['samples']} samples)")
+
+
+import cli.training  # noqa: E402,F401  (registers finetune, evaluate, export, pipeline)

@@ -9,59 +9,45 @@ cleanly at a step boundary when asked. The output directory follows `core.traine
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import resource
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, cast
+from uuid import UUID
 
 import orjson
 import yaml
-from pydantic import BaseModel, ValidationError
+from prefect import task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+from pydantic import ValidationError
 
 from core.atomic import write_json
-from core.base_models import _publish_dir, load_tokenizer, materialize
+from core.base_models import load_tokenizer, materialize
 from core.chat_template import encode
 from core.config import TrainConfig
 from core.errors import InputError
-from core.trained import ADAPTER_DIR, MANIFEST
+from core.settings import Settings
+from core.trained import MANIFEST
+from tasks.train_run import (
+    CHECKPOINTS,
+    PAUSE_FILE,
+    PISSA_INIT,
+    RUN_STATE,
+    FinetuneReport,
+    check_resume,
+    finished,
+    publish_adapter,
+    save_pissa_init,
+    source_commit,
+)
 
 log = logging.getLogger(__name__)
 
 PROFILES_DIR = Path(__file__).resolve().parents[1] / "configs" / "train"
-CHECKPOINTS = "checkpoints"
-PISSA_INIT = "pissa-init"
-PAUSE_FILE = "PAUSE"  # touch it (the flow or the API does) to pause at the next step boundary
-RUN_STATE = "run.json"  # hashes of an unfinished run, so --resume refuses different inputs
-
-
-class FinetuneReport(BaseModel):
-    """What a training run did; `train.json` holds it (plus lineage) once the run completes."""
-
-    status: Literal["completed", "paused", "cached"]
-    base_model: str
-    method: str
-    backend: str
-    device: str
-    dtype: str
-    config: dict[str, Any]
-    config_hash: str
-    dataset_hash: str
-    source_commit: str | None
-    samples: int
-    truncated_samples: int
-    dropped_samples: int
-    steps: int
-    epochs: float
-    tokens: int
-    tokens_per_second: float
-    final_loss: float | None
-    loss_curve: list[tuple[int, float]]
-    runtime_seconds: float
-    peak_memory_mb: float
+PROGRESS_KEY = "training-progress"
 
 
 def load_profile(profile: str | Path, **overrides: Any) -> TrainConfig:
@@ -145,7 +131,7 @@ def finetune(
     backend = select_backend(cfg)
     dataset_hash = file_sha256(train_file)
     chash = config_hash(cfg, base_model)
-    done = _finished(out_dir, chash, dataset_hash)
+    done = finished(out_dir, chash, dataset_hash)
     if done is not None:
         log.info(
             "%s already holds this run (config %s, data %s): not retrained", out_dir, chash, dataset_hash[:12]
@@ -155,7 +141,7 @@ def finetune(
     clear_staging(ckpt_root)
     checkpoints = complete_checkpoints(ckpt_root)
     last = checkpoints[-1] if checkpoints else None
-    _check_resume(out_dir, resume, last, chash, dataset_hash)
+    check_resume(out_dir, resume, last, chash, dataset_hash)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / RUN_STATE, {"config_hash": chash, "dataset_hash": dataset_hash})
 
@@ -171,7 +157,7 @@ def finetune(
         resume_from=last if resume else None, progress=progress, should_pause=should_pause,
         lineage={
             "base_model": base_model, "config_hash": chash, "dataset_hash": dataset_hash,
-            "source_commit": _source_commit(data_dir), "samples": len(rows),
+            "source_commit": source_commit(data_dir), "samples": len(rows),
             "truncated_samples": truncated, "dropped_samples": dropped,
         },
     )  # fmt: skip
@@ -194,7 +180,7 @@ def _train(
     from datasets import Dataset
     from transformers import PrinterCallback
 
-    from tasks.training import ForgeflowTrainer, ProgressCallback, build_model, torch_dtype
+    from tasks.training import ForgeflowTrainer, ProgressCallback, build_model, sft_config, torch_dtype
 
     pause_file = out_dir / PAUSE_FILE
 
@@ -204,11 +190,11 @@ def _train(
     model = build_model(cfg, base_path, backend)
     pissa_init = out_dir / PISSA_INIT
     if cfg.method == "pissa" and not (pissa_init / "adapter_config.json").is_file():
-        _save_pissa_init(model, pissa_init)
+        save_pissa_init(model, pissa_init)
     callback = ProgressCallback(progress, pause_requested)
     trainer = ForgeflowTrainer(
         model=model,
-        args=_sft_config(cfg, out_dir / CHECKPOINTS),
+        args=sft_config(cfg, out_dir / CHECKPOINTS),
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
         callbacks=[callback],
@@ -243,113 +229,10 @@ def _train(
         pause_file.unlink(missing_ok=True)  # honoured: a resume must not pause again at once
         log.info("paused at step %d; resume with --resume", state.global_step)
         return report
-    _publish_adapter(trainer.model, tokenizer, out_dir, pissa_init if cfg.method == "pissa" else None)
+    publish_adapter(trainer.model, tokenizer, out_dir, pissa_init if cfg.method == "pissa" else None)
     write_json(out_dir / MANIFEST, report.model_dump(mode="json"))  # last: marks the run complete
     (out_dir / RUN_STATE).unlink(missing_ok=True)
     return report
-
-
-def _sft_config(cfg: TrainConfig, output_dir: Path) -> Any:
-    import torch
-    from trl import SFTConfig
-
-    from tasks.training import torch_dtype
-
-    dtype = torch_dtype(cfg)
-    return SFTConfig(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps
-        weight_decay=cfg.weight_decay,
-        max_grad_norm=cfg.max_grad_norm,
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps or -1,
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=cfg.save_steps,
-        save_total_limit=None,  # ForgeflowTrainer prunes, after the new checkpoint is in place
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        report_to="none",
-        disable_tqdm=True,  # progress goes through ProgressCallback (rich in the CLI, artifacts in Prefect)
-        max_length=cfg.max_length,
-        packing=cfg.packing,
-        packing_strategy="bfd",  # best-fit decreasing: whole samples, attention kept within each
-        train_sampling_strategy="random" if cfg.packing else "group_by_length",
-        include_num_input_tokens_seen="all" if cfg.packing else "non_padding",
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        bf16=dtype == torch.bfloat16,
-        fp16=dtype == torch.float16,
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
-        dataset_num_proc=None,
-    )
-
-
-def _save_pissa_init(model: Any, target: Path) -> None:
-    """PiSSA's initial adapter: needed at the end to turn the trained PiSSA into a plain LoRA."""
-    config = model.peft_config["default"]
-    init = config.init_lora_weights
-    config.init_lora_weights = True  # saved as a plain adapter; peft's documented recipe
-    _publish_dir(target, lambda tmp: model.save_pretrained(str(tmp)))
-    config.init_lora_weights = init
-
-
-def _publish_adapter(model: Any, tokenizer: Any, out_dir: Path, pissa_init: Path | None) -> None:
-    """The final adapter, applicable to the original base weights, plus the tokenizer, atomically."""
-
-    def fill(tmp: Path) -> None:
-        if pissa_init is not None:  # rank doubles; the residual base is no longer needed
-            model.save_pretrained(str(tmp), path_initial_model_for_weight_conversion=str(pissa_init))
-        else:
-            model.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-
-    target = out_dir / ADAPTER_DIR
-    if target.exists():
-        shutil.rmtree(target)
-    _publish_dir(target, fill)
-
-
-def _finished(out_dir: Path, chash: str, dataset_hash: str) -> FinetuneReport | None:
-    manifest = out_dir / MANIFEST
-    if not (manifest.is_file() and (out_dir / ADAPTER_DIR / "adapter_config.json").is_file()):
-        return None
-    try:
-        report = FinetuneReport.model_validate_json(manifest.read_bytes())
-    except ValidationError:
-        return None
-    return report if (report.config_hash, report.dataset_hash) == (chash, dataset_hash) else None
-
-
-def _check_resume(out_dir: Path, resume: bool, last: Path | None, chash: str, dataset_hash: str) -> None:
-    state_file = out_dir / RUN_STATE
-    if not resume:
-        if last is not None or (out_dir / MANIFEST).exists():
-            raise InputError(
-                f"{out_dir.name}/ holds another run: pass --resume to continue it, or choose another --out"
-            )
-        return
-    if last is None:
-        raise InputError(f"nothing to resume in {out_dir.name}/: no checkpoint yet; run without --resume")
-    if state_file.is_file():
-        state = json.loads(state_file.read_text(encoding="utf-8"))
-        if (state.get("config_hash"), state.get("dataset_hash")) != (chash, dataset_hash):
-            raise InputError(
-                "cannot resume: the dataset or the training config changed since the checkpoint "
-                f"(config {state.get('config_hash')} -> {chash}); start a new run in another --out"
-            )
-
-
-def _source_commit(data_dir: Path) -> str | None:
-    try:
-        commit = json.loads((data_dir / "stats.json").read_text(encoding="utf-8")).get("commit")
-    except (OSError, ValueError):
-        return None
-    return str(commit) if commit else None
 
 
 def _peak_memory_mb() -> float:
@@ -361,7 +244,81 @@ def _peak_memory_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def request_pause(out_dir: Path) -> None:
-    """Ask a training running in `out_dir` to checkpoint and stop at its next step boundary."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / PAUSE_FILE).touch()
+@task(name="train-adapter", retries=0, cache_policy=NO_CACHE)
+def train_task(
+    data_dir: str,
+    base_model: str,
+    out_dir: str,
+    cfg: TrainConfig,
+    settings: Settings,
+    resume: bool = False,
+) -> FinetuneReport:
+    """Prefect task: train, with epoch/step/loss/tokens-per-second in a progress artifact.
+
+    Never retried blindly: a failed run is resumed from its last checkpoint instead. Not cached by
+    Prefect: `finetune` itself skips a run whose config and data hashes are already trained.
+    """
+    artifact = cast(UUID, create_progress_artifact(0.0, key=PROGRESS_KEY, description="training: starting"))
+
+    def report(event: dict[str, Any]) -> None:
+        total = max(int(event["max_steps"]), 1)
+        update_progress_artifact(
+            artifact,
+            min(100.0, 100.0 * event["step"] / total),
+            description=(
+                f"epoch {event['epoch']:.2f} · step {event['step']}/{total} · loss {event['loss']:.4f}"
+                f" · {event['tokens_per_second']:.0f} tokens/s"
+            ),
+        )
+
+    result = finetune(
+        Path(data_dir), base_model, Path(out_dir), cfg, settings.cache_dir, resume=resume, progress=report
+    )
+    update_progress_artifact(artifact, 100.0, description=f"training {result.status} at step {result.steps}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m tasks.finetune` (the DVC stage): exit 0 trained (or already), 2 bad input."""
+    import argparse
+
+    from core.settings import get_settings
+
+    parser = argparse.ArgumentParser(prog="python -m tasks.finetune", description=main.__doc__)
+    parser.add_argument("--data", type=Path, required=True, help="dataset directory with train.jsonl")
+    parser.add_argument("--out", type=Path, required=True, help="run directory")
+    parser.add_argument("--profile", default="cpu-quick", help="profile name under configs/train or a YAML")
+    parser.add_argument("--base-model", default=None, help="default: base_model from the settings")
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    log.setLevel(logging.INFO)  # importing Prefect configures the root logger at WARNING
+    try:
+        settings = get_settings()
+        cfg = load_profile(args.profile)
+        result = finetune(
+            args.data,
+            args.base_model or settings.base_model,
+            args.out,
+            cfg,
+            settings.cache_dir,
+            resume=args.resume,
+            progress=lambda e: log.info(
+                "step %d/%d loss %.4f %.0f tokens/s",
+                e["step"],
+                e["max_steps"],
+                e["loss"],
+                e["tokens_per_second"],
+            ),
+        )
+    except InputError as exc:
+        log.error("%s", exc)
+        return exc.exit_code
+    log.info(
+        "%s: %d steps, final loss %s, report in %s", result.status, result.steps, result.final_loss, args.out
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -116,6 +116,44 @@ def _build_unsloth(cfg: TrainConfig, base_path: Path) -> Any:
     )
 
 
+def sft_config(cfg: TrainConfig, output_dir: Path) -> Any:
+    """trl's SFTConfig for a profile: packing, checkpoint cadence, seeds, device and precision."""
+    from trl import SFTConfig
+
+    dtype = torch_dtype(cfg)
+    return SFTConfig(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps or -1,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=None,  # ForgeflowTrainer prunes, after the new checkpoint is in place
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        report_to="none",
+        disable_tqdm=True,  # progress goes through ProgressCallback (rich in the CLI, artifacts in Prefect)
+        max_length=cfg.max_length,
+        packing=cfg.packing,
+        packing_strategy="bfd",  # best-fit decreasing: whole samples, attention kept within each
+        train_sampling_strategy="random" if cfg.packing else "group_by_length",
+        include_num_input_tokens_seen="all" if cfg.packing else "non_padding",
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        bf16=dtype == torch.bfloat16,
+        fp16=dtype == torch.float16,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        dataset_num_proc=None,
+    )
+
+
 def _four_bit_config() -> Any:
     if importlib.util.find_spec("bitsandbytes") is None:
         raise InputError("method 'qlora' needs bitsandbytes: pip install bitsandbytes (CUDA only)")

@@ -12,7 +12,8 @@ import torch
 from core.config import TrainConfig
 from core.errors import InputError
 from core.trained import load_tuned, read_run
-from tasks.finetune import FinetuneReport, encode_split, finetune, load_profile, request_pause
+from tasks.finetune import encode_split, finetune, load_profile
+from tasks.train_run import FinetuneReport, request_pause
 from tasks.training import complete_checkpoints
 
 
@@ -210,15 +211,14 @@ def test_assistant_only_lm_head_gives_trl_s_loss(
     from datasets import Dataset
 
     from core.base_models import load_tokenizer
-    from tasks.finetune import _sft_config
-    from tasks.training import ForgeflowTrainer, build_model
+    from tasks.training import ForgeflowTrainer, build_model, sft_config
 
     cfg = _cfg()
     tok = load_tokenizer(str(tiny_base), cache_dir)
     rows, _, _ = encode_split(tok, dataset / "train.jsonl", max_length=128)
     trainer = ForgeflowTrainer(
         model=build_model(cfg, tiny_base, "peft"),
-        args=_sft_config(cfg, tmp_path / "ckpt"),
+        args=sft_config(cfg, tmp_path / "ckpt"),
         train_dataset=Dataset.from_list(rows),
         processing_class=tok,
     )

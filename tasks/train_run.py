@@ -1,0 +1,118 @@
+"""A training run's directory: its report, completion marker, resume checks and final adapter.
+
+Layout (see core.trained): `adapter/` and `train.json` once complete; `checkpoints/`, `run.json`
+(the hashes an unfinished run was started with), `pissa-init/` and a `PAUSE` request file meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ValidationError
+
+from core.base_models import _publish_dir
+from core.errors import InputError
+from core.trained import ADAPTER_DIR, MANIFEST
+
+CHECKPOINTS = "checkpoints"
+PISSA_INIT = "pissa-init"
+PAUSE_FILE = "PAUSE"  # touch it (the flow or the API does) to pause at the next step boundary
+RUN_STATE = "run.json"  # hashes of an unfinished run, so --resume refuses different inputs
+
+
+class FinetuneReport(BaseModel):
+    """What a training run did; `train.json` holds it (plus lineage) once the run completes."""
+
+    status: Literal["completed", "paused", "cached"]
+    base_model: str
+    method: str
+    backend: str
+    device: str
+    dtype: str
+    config: dict[str, Any]
+    config_hash: str
+    dataset_hash: str
+    source_commit: str | None
+    samples: int
+    truncated_samples: int
+    dropped_samples: int
+    steps: int
+    epochs: float
+    tokens: int
+    tokens_per_second: float
+    final_loss: float | None
+    loss_curve: list[tuple[int, float]]
+    runtime_seconds: float
+    peak_memory_mb: float
+
+
+def save_pissa_init(model: Any, target: Path) -> None:
+    """PiSSA's initial adapter: needed at the end to turn the trained PiSSA into a plain LoRA."""
+    config = model.peft_config["default"]
+    init = config.init_lora_weights
+    config.init_lora_weights = True  # saved as a plain adapter; peft's documented recipe
+    _publish_dir(target, lambda tmp: model.save_pretrained(str(tmp)))
+    config.init_lora_weights = init
+
+
+def publish_adapter(model: Any, tokenizer: Any, out_dir: Path, pissa_init: Path | None) -> None:
+    """The final adapter, applicable to the original base weights, plus the tokenizer, atomically."""
+
+    def fill(tmp: Path) -> None:
+        if pissa_init is not None:  # rank doubles; the residual base is no longer needed
+            model.save_pretrained(str(tmp), path_initial_model_for_weight_conversion=str(pissa_init))
+        else:
+            model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+
+    target = out_dir / ADAPTER_DIR
+    if target.exists():
+        shutil.rmtree(target)
+    _publish_dir(target, fill)
+
+
+def finished(out_dir: Path, chash: str, dataset_hash: str) -> FinetuneReport | None:
+    manifest = out_dir / MANIFEST
+    if not (manifest.is_file() and (out_dir / ADAPTER_DIR / "adapter_config.json").is_file()):
+        return None
+    try:
+        report = FinetuneReport.model_validate_json(manifest.read_bytes())
+    except ValidationError:
+        return None
+    return report if (report.config_hash, report.dataset_hash) == (chash, dataset_hash) else None
+
+
+def check_resume(out_dir: Path, resume: bool, last: Path | None, chash: str, dataset_hash: str) -> None:
+    state_file = out_dir / RUN_STATE
+    if not resume:
+        if last is not None or (out_dir / MANIFEST).exists():
+            raise InputError(
+                f"{out_dir.name}/ holds another run: pass --resume to continue it, or choose another --out"
+            )
+        return
+    if last is None:
+        raise InputError(f"nothing to resume in {out_dir.name}/: no checkpoint yet; run without --resume")
+    if state_file.is_file():
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+        if (state.get("config_hash"), state.get("dataset_hash")) != (chash, dataset_hash):
+            raise InputError(
+                "cannot resume: the dataset or the training config changed since the checkpoint "
+                f"(config {state.get('config_hash')} -> {chash}); start a new run in another --out"
+            )
+
+
+def source_commit(data_dir: Path) -> str | None:
+    try:
+        commit = json.loads((data_dir / "stats.json").read_text(encoding="utf-8")).get("commit")
+    except (OSError, ValueError):
+        return None
+    return str(commit) if commit else None
+
+
+def request_pause(out_dir: Path) -> None:
+    """Ask a training running in `out_dir` to checkpoint and stop at its next step boundary."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / PAUSE_FILE).touch()

@@ -1,0 +1,127 @@
+"""The finetune flow through a real Prefect server: train → evaluate → export → parity → lineage."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prefect.settings import PREFECT_API_URL
+
+from core.settings import get_settings
+from flows.finetune import FinetuneParams, finetune_flow
+from tasks.finetune import PROGRESS_KEY, file_sha256
+from tests.tinymodel import make_tiny_base
+
+_NAMES = [
+    "load",
+    "save",
+    "parse",
+    "render",
+    "merge",
+    "split",
+    "count",
+    "check",
+    "build",
+    "write",
+    "read",
+    "scan",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("flowmodel")
+    return make_tiny_base(root / "base", root / "cache"), root / "cache"
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny: tuple[Path, Path]) -> Iterator[Path]:
+    base, cache = tiny
+    data = tmp_path / "data"
+    data.mkdir()
+    for split, names in (("train", _NAMES[:10]), ("eval", _NAMES[10:])):
+        rows = [
+            {
+                "messages": [
+                    {"role": "user", "content": f"Where is `{n}_config` defined?"},
+                    {"role": "assistant", "content": f"`{n}_config` is defined in core/{n}.py."},
+                ],
+                "meta": {"task": "locate", "source_path": f"core/{n}.py", "lines": [1, 3], "commit": "a" * 40,
+                         "lang": "python", "split": split},
+            }
+            for n in names
+        ]  # fmt: skip
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (data / "stats.json").write_text(json.dumps({"commit": "a" * 40}))
+    profile = tmp_path / "tiny.yaml"
+    profile.write_text(
+        "# forgeflow finetune --profile tiny.yaml\nrank: 8\nalpha: 16\nlearning_rate: 5.0e-3\n"
+        "lr_scheduler: constant\nwarmup_ratio: 0.0\nmax_steps: 12\nbatch_size: 2\nmax_length: 128\n"
+        "save_steps: 6\n"
+    )
+    for key, value in {
+        "FORGEFLOW_HOME": str(tmp_path / "ws"),
+        "FORGEFLOW_BASE_MODEL": str(base),
+        "FORGEFLOW_VALIDATION__MIN_SAMPLES": "5",
+        "FORGEFLOW_VALIDATION__TOKENIZER": str(base),
+        "FORGEFLOW_EVALUATE__GENERATION_SAMPLES": "2",
+        "FORGEFLOW_EVALUATE__MAX_NEW_TOKENS": "8",
+        "FORGEFLOW_EXPORT__QUANTS": '["f16", "q8_0"]',
+        "FORGEFLOW_EXPORT__PARITY_PROMPTS": "2",
+        "FORGEFLOW_EXPORT__PARITY_TOKENS": "8",
+    }.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    yield tmp_path
+    get_settings.cache_clear()
+
+
+def _progress(flow_run_id: object) -> list[dict]:
+    body = {"artifacts": {"key": {"any_": [PROGRESS_KEY]}, "flow_run_id": {"any_": [str(flow_run_id)]}}}
+    response = httpx.post(
+        f"{PREFECT_API_URL.value()}/artifacts/filter", json={**body, "limit": 5, "offset": 0}
+    )
+    response.raise_for_status()
+    return response.json()
+
+
+def test_finetune_flow_trains_evaluates_exports_and_records_lineage(env: Path) -> None:
+    params = FinetuneParams(
+        data_dir=str(env / "data"), out_dir=str(env / "run"), profile=str(env / "tiny.yaml")
+    )
+    state = finetune_flow(params, return_state=True)
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert result["train"]["status"] == "completed" and result["train"]["steps"] == 12
+    assert result["evaluate"]["tuned"]["perplexity"] < result["evaluate"]["base"]["perplexity"]
+    assert set(result["export"]["ggufs"]) == {"f16", "q8_0"}
+    lineage = json.loads((env / "run" / "lineage.json").read_text())
+    assert lineage["source_commit"] == "a" * 40
+    assert lineage["dataset_hash"] == file_sha256(env / "data" / "train.jsonl")
+    for quant, gguf in lineage["ggufs"].items():
+        assert gguf["sha256"] == file_sha256(env / "run" / "export" / gguf["file"]), quant
+    progress = _progress(state.state_details.flow_run_id)
+    assert progress and progress[0]["data"] == 100.0
+    assert "step 12/12" in json.dumps(progress) or "completed at step 12" in json.dumps(progress)
+
+    # a retried run redoes nothing: training is cached by content hash, GGUFs by their sidecars
+    f16 = env / "run" / "export" / lineage["ggufs"]["f16"]["file"]
+    stamp = f16.stat().st_mtime_ns
+    again = finetune_flow(params, return_state=True)
+    assert again.is_completed(), again.message
+    assert again.result()["train"]["status"] == "cached"
+    assert f16.stat().st_mtime_ns == stamp
+
+
+def test_finetune_flow_without_a_dataset_fails_clearly(env: Path) -> None:
+    params = FinetuneParams(
+        data_dir=str(env / "nowhere"), out_dir=str(env / "run"), profile=str(env / "tiny.yaml")
+    )
+    state = finetune_flow(params, return_state=True)
+    assert state.is_failed()
+    assert "has no train.jsonl" in state.message or "has no train.jsonl" in str(
+        state.result(raise_on_failure=False)
+    )
