@@ -25,6 +25,7 @@ def finetune(
     max_steps: Annotated[int | None, typer.Option(help="overrides the profile's steps/epochs")] = None,
     epochs: Annotated[float | None, typer.Option()] = None,
     resume: Annotated[bool, typer.Option(help="continue from the last checkpoint in --out")] = False,
+    overwrite: Annotated[bool, typer.Option(help="discard a previous run in --out")] = False,
 ) -> None:
     """Train a LoRA/PiSSA/DoRA adapter on the dataset (peft + trl on CPU, unsloth on CUDA)."""
     from tasks.finetune import finetune as train
@@ -46,7 +47,7 @@ def finetune(
 
             return train(
                 data, base_model or settings.base_model, out_dir, cfg, settings.cache_dir,
-                resume=resume, progress=report,
+                resume=resume, overwrite=overwrite, progress=report,
             )  # fmt: skip
 
     r = _run(body)

@@ -38,6 +38,7 @@ from tasks.train_run import (
     RUN_STATE,
     FinetuneReport,
     check_resume,
+    discard_run,
     finished,
     publish_adapter,
     save_pissa_init,
@@ -119,6 +120,7 @@ def finetune(
     cache_dir: Path,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     progress: Callable[[dict[str, Any]], None] | None = None,
     should_pause: Callable[[], bool] | None = None,
 ) -> FinetuneReport:
@@ -138,6 +140,8 @@ def finetune(
         )
         return done.model_copy(update={"status": "cached"})
     ckpt_root = out_dir / CHECKPOINTS
+    if overwrite and not resume:
+        discard_run(out_dir)
     clear_staging(ckpt_root)
     checkpoints = complete_checkpoints(ckpt_root)
     last = checkpoints[-1] if checkpoints else None
@@ -290,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="cpu-quick", help="profile name under configs/train or a YAML")
     parser.add_argument("--base-model", default=None, help="default: base_model from the settings")
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--overwrite", action="store_true", help="discard another run's files in --out")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     log.setLevel(logging.INFO)  # importing Prefect configures the root logger at WARNING
@@ -303,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg,
             settings.cache_dir,
             resume=args.resume,
+            overwrite=args.overwrite,
             progress=lambda e: log.info(
                 "step %d/%d loss %.4f %.0f tokens/s",
                 e["step"],

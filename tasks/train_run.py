@@ -85,12 +85,21 @@ def finished(out_dir: Path, chash: str, dataset_hash: str) -> FinetuneReport | N
     return report if (report.config_hash, report.dataset_hash) == (chash, dataset_hash) else None
 
 
+def discard_run(out_dir: Path) -> None:
+    """Remove a previous run's files from `out_dir` (what --overwrite and DVC's re-runs want)."""
+    for name in (ADAPTER_DIR, CHECKPOINTS, PISSA_INIT):
+        shutil.rmtree(out_dir / name, ignore_errors=True)
+    for name in (MANIFEST, RUN_STATE, PAUSE_FILE):
+        (out_dir / name).unlink(missing_ok=True)
+
+
 def check_resume(out_dir: Path, resume: bool, last: Path | None, chash: str, dataset_hash: str) -> None:
     state_file = out_dir / RUN_STATE
     if not resume:
         if last is not None or (out_dir / MANIFEST).exists():
             raise InputError(
-                f"{out_dir.name}/ holds another run: pass --resume to continue it, or choose another --out"
+                f"{out_dir.name}/ holds another run: pass --resume to continue it, --overwrite to "
+                "discard it, or choose another --out"
             )
         return
     if last is None:

@@ -129,6 +129,9 @@ def test_resume_refuses_a_changed_config(
         _run(dataset, tiny_base, out, cache_dir, _cfg(learning_rate=1e-3), resume=True)
     with pytest.raises(InputError, match="nothing to resume"):
         _run(dataset, tiny_base, tmp_path / "fresh", cache_dir, _cfg(), resume=True)
+    fresh = _run(dataset, tiny_base, out, cache_dir, _cfg(max_steps=2, learning_rate=1e-3), overwrite=True)
+    assert fresh.status == "completed" and fresh.steps == 2  # the paused run's files were discarded
+    assert [p.name for p in complete_checkpoints(out / "checkpoints")] == ["checkpoint-2"]
 
 
 def test_a_finished_run_is_not_retrained(
