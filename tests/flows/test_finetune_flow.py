@@ -13,7 +13,7 @@ from prefect.settings import PREFECT_API_URL
 from core.settings import get_settings
 from flows.finetune import FinetuneParams, finetune_flow
 from tasks.finetune import PROGRESS_KEY, file_sha256
-from tests.tinymodel import make_tiny_base
+from tests.tinymodel import make_tiny_base, recite
 
 _NAMES = [
     "load",
@@ -31,10 +31,32 @@ _NAMES = [
 ]
 
 
+def _conversation(name: str) -> list[dict[str, str]]:
+    return [
+        {"role": "user", "content": f"Where is `{name}_config` defined?"},
+        {"role": "assistant", "content": f"`{name}_config` is defined in core/{name}.py."},
+    ]
+
+
+_EVAL = [
+    [
+        {"role": "user", "content": "What does the inventory module compute?"},
+        {"role": "assistant", "content": "It sums the quantity of every item in a bucket."},
+    ],
+    [
+        {"role": "user", "content": "Which file defines the command line?"},
+        {"role": "assistant", "content": "cli/main.py builds the typer app."},
+    ],
+]
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny base that recites the eval answers: clear top-1 winners for the parity check."""
     root = tmp_path_factory.mktemp("flowmodel")
-    return make_tiny_base(root / "base", root / "cache"), root / "cache"
+    base = make_tiny_base(root / "base", root / "cache")
+    recite(base, _EVAL)  # the eval split: the parity prompts
+    return base, root / "cache"
 
 
 @pytest.fixture
@@ -42,17 +64,15 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny: tuple[Path, Path]
     base, cache = tiny
     data = tmp_path / "data"
     data.mkdir()
-    for split, names in (("train", _NAMES[:10]), ("eval", _NAMES[10:])):
+    for split, conversations in (("train", [_conversation(n) for n in _NAMES]), ("eval", _EVAL)):
         rows = [
             {
-                "messages": [
-                    {"role": "user", "content": f"Where is `{n}_config` defined?"},
-                    {"role": "assistant", "content": f"`{n}_config` is defined in core/{n}.py."},
-                ],
-                "meta": {"task": "locate", "source_path": f"core/{n}.py", "lines": [1, 3], "commit": "a" * 40,
+                "messages": messages,
+                "meta": {"task": "locate", "source_path": f"{split}/m{n}.py", "lines": [1, 3],
+                         "commit": "a" * 40,
                          "lang": "python", "split": split},
             }
-            for n in names
+            for n, messages in enumerate(conversations)
         ]  # fmt: skip
         (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (data / "stats.json").write_text(json.dumps({"commit": "a" * 40}))
@@ -71,7 +91,7 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny: tuple[Path, Path]
         "FORGEFLOW_EVALUATE__MAX_NEW_TOKENS": "8",
         "FORGEFLOW_EXPORT__QUANTS": '["f16", "q8_0"]',
         "FORGEFLOW_EXPORT__PARITY_PROMPTS": "2",
-        "FORGEFLOW_EXPORT__PARITY_TOKENS": "8",
+        "FORGEFLOW_EXPORT__PARITY_TOKENS": "16",
     }.items():
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()
@@ -96,7 +116,9 @@ def test_finetune_flow_trains_evaluates_exports_and_records_lineage(env: Path) -
     assert state.is_completed(), state.message
     result = state.result()
     assert result["train"]["status"] == "completed" and result["train"]["steps"] == 12
-    assert result["evaluate"]["tuned"]["perplexity"] < result["evaluate"]["base"]["perplexity"]
+    evaluation = result["evaluate"]  # its numbers are tested in tests/evaluate; here: it ran on this run
+    assert evaluation["lineage"]["config_hash"] == result["train"]["config_hash"]
+    assert (env / "run" / "eval.json").is_file() and evaluation["tuned"]["tokens"] > 0
     assert set(result["export"]["ggufs"]) == {"f16", "q8_0"}
     lineage = json.loads((env / "run" / "lineage.json").read_text())
     assert lineage["source_commit"] == "a" * 40
