@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The main job on the embedded defaults: the prepare-data flow over this repository.
+# The main job on the embedded defaults, as Prefect flows: prepare-data over this repository, then
+# finetune SmolLM2-135M (cpu-quick) → evaluate against the base → export GGUF f16/Q8_0/Q4_K_M → parity.
 run: $(STAMP)
-	$(BIN)/forgeflow prepare --repo . --out data/dataset
+	$(BIN)/forgeflow pipeline --repo . --data data/dataset --out .forgeflow/runs/latest --profile cpu-quick
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -35,6 +36,7 @@ test: lint typecheck unit
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/extract.py
+	$(BIN)/python benchmarks/train.py
 
 clean:
 	rm -rf $(VENV) .forgeflow .pytest_cache .mypy_cache .ruff_cache
