@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -34,6 +35,11 @@ def _run(fn: Callable[[], T]) -> T:
     logging.basicConfig(
         level=os.environ.get("FORGEFLOW_LOG_LEVEL", "WARNING"), format="%(levelname)s %(message)s"
     )
+    # the CLI shows its own progress: silence the libraries' per-file bars and deprecation chatter
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning)
     try:
         return fn()
     except ForgeflowError as exc:
