@@ -95,6 +95,8 @@ def export_model(
         ParityFailed: a GGUF's top-token agreement is below `cfg.min_agreement` for its quant.
     """
     report = progress or (lambda stage, done: None)
+    if not any((model_dir / name).exists() for name in (MANIFEST, ADAPTER_DIR, "config.json")):
+        raise _not_a_model(model_dir)  # before anything is written to out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     state = _read_state(out_dir)
     report("merge", 0.0)
@@ -138,7 +140,11 @@ def _prepare_weights(model_dir: Path, out_dir: Path, cache_dir: Path, state: dic
         return _Weights(target, state["merged"]["sha256"], run)
     if (model_dir / "config.json").is_file():
         return _Weights(model_dir, dir_sha256(model_dir), None)
-    raise InputError(
+    raise _not_a_model(model_dir)
+
+
+def _not_a_model(model_dir: Path) -> InputError:
+    return InputError(
         f"{display(model_dir)} is neither a finetune output ({MANIFEST} and {ADAPTER_DIR}/) "
         "nor a Hugging Face model directory (config.json and weights)"
     )

@@ -135,10 +135,15 @@ def finetune(
     chash = config_hash(cfg, base_model)
     done = finished(out_dir, chash, dataset_hash)
     if done is not None:
-        log.info(
-            "%s already holds this run (config %s, data %s): not retrained", out_dir, chash, dataset_hash[:12]
-        )
+        log.info("%s already holds this run (config %s): not retrained", out_dir.name, chash)
         return done.model_copy(update={"status": "cached"})
+    base_path = materialize(base_model, cache_dir)  # a bad name fails before anything is written
+    tokenizer = load_tokenizer(str(base_path), cache_dir)
+    rows, truncated, dropped = encode_split(tokenizer, train_file, cfg.max_length)
+    if not rows:
+        raise InputError(
+            f"train.jsonl has no sample with assistant tokens within max_length {cfg.max_length}"
+        )
     ckpt_root = out_dir / CHECKPOINTS
     if overwrite and not resume:
         discard_run(out_dir)
@@ -149,13 +154,6 @@ def finetune(
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / RUN_STATE, {"config_hash": chash, "dataset_hash": dataset_hash})
 
-    base_path = materialize(base_model, cache_dir)
-    tokenizer = load_tokenizer(str(base_path), cache_dir)
-    rows, truncated, dropped = encode_split(tokenizer, train_file, cfg.max_length)
-    if not rows:
-        raise InputError(
-            f"{train_file} has no sample with assistant tokens within max_length {cfg.max_length}"
-        )
     return _train(
         rows, tokenizer, base_path, out_dir, cfg, backend,
         resume_from=last if resume else None, progress=progress, should_pause=should_pause,
