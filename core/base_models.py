@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import shutil
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.errors import InputError
+from core.files import file_sha256
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -51,7 +51,7 @@ def materialize(name_or_path: str, cache_dir: Path) -> Path:
     if path.is_dir() and (path / "config.json").is_file():
         return path
     if path.is_file() and path.suffix == ".gguf":
-        return _convert_gguf(path, cache_dir / "models" / f"gguf-{_file_digest(path)[:16]}")
+        return _convert_gguf(path, cache_dir / "models" / f"gguf-{file_sha256(path)[:16]}")
     try:
         from huggingface_hub import snapshot_download
 
@@ -65,14 +65,6 @@ def _not_found(name: str) -> InputError:
         f"base model '{name}' not found: pass a local HF directory or .gguf file, or an id "
         f"already in the local Hugging Face cache; embedded: {', '.join(sorted(EMBEDDED))}"
     )
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _convert_gguf(gguf: Path, target: Path) -> Path:

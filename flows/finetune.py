@@ -19,10 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from core.atomic import write_json
 from core.config import Method, Quant
 from core.errors import InputError, ValidationFailed
+from core.files import file_sha256
 from core.settings import Settings, get_settings
 from tasks.evaluate import evaluate_task
 from tasks.export import export_task
-from tasks.finetune import file_sha256, load_profile, train_task
+from tasks.finetune import load_profile, train_task
 from tasks.train_run import CHECKPOINTS, RUN_STATE, FinetuneReport
 from tasks.training import complete_checkpoints
 from tasks.validate import validate_task

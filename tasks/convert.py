@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import hashlib
 import logging
 import os
 import re
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from core.atomic import write_text
 from core.errors import ForgeflowError
+from core.files import display
 from core.gguf_check import CorruptGGUF, GGUFSummary, check_loads, inspect_gguf
 
 log = logging.getLogger(__name__)
@@ -85,15 +85,6 @@ def quantize_gguf(src: Path, target: Path, quant: str, n_ctx: int = 512) -> GGUF
         return _publish(tmp, target, n_ctx)
 
 
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes, read in blocks."""
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def write_checksum(path: Path, digest: str) -> None:
     """Write `path`.sha256 in sha256sum's format, so `sha256sum -c` verifies the file."""
     write_text(checksum_path(path), f"{digest}  {path.name}\n")
@@ -123,14 +114,6 @@ def output_tail(output: str, replacements: dict[str, str]) -> str:
     for long, short in sorted(replacements.items(), key=lambda kv: -len(kv[0])):
         text = text.replace(long, short)
     return _ABSOLUTE_PATH.sub(r"\1", text)
-
-
-def display(path: Path) -> str:
-    """A path safe to show: relative to the working directory when under it, else its name only."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return path.name
 
 
 def _publish(tmp: Path, target: Path, n_ctx: int) -> GGUFSummary:

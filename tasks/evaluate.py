@@ -24,6 +24,7 @@ from core.atomic import write_json, write_text
 from core.chat_template import IGNORE_INDEX, Encoded, Message, encode
 from core.config import EvalConfig
 from core.errors import InputError
+from core.files import display
 from core.schemas import Sample
 from core.settings import Settings
 from core.trained import load_tuned, read_run
@@ -112,7 +113,7 @@ def load_eval_set(data_dir: Path) -> EvalSet:
     Raises:
         InputError: eval.jsonl is missing, unreadable, holds an invalid line, or no eval sample.
     """
-    path, shown = data_dir / EVAL_FILE, _display(data_dir)
+    path, shown = data_dir / EVAL_FILE, display(data_dir)
     if not path.is_file():
         raise InputError(f"dataset '{shown}' has no {EVAL_FILE}: run the extract step first")
     try:
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         log.error("%s", exc)
         return exc.exit_code
-    where = _display((args.out or args.model) / REPORT_MD)
+    where = display((args.out or args.model) / REPORT_MD)
     if not report["passed"]:
         log.error("%s; report in %s", summary_line(report), where)
         return EXIT_NOT_PASSED
@@ -288,14 +289,6 @@ class _Tracker:
     def finish(self) -> None:
         if self.callback is not None:
             self.callback("done", 1.0)
-
-
-def _display(path: Path) -> str:
-    """A path safe to show: relative to the working directory when under it, else its name only."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return path.name
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from core.atomic import write_json, write_text
 from core.base_models import materialize
 from core.config import ExportConfig, Quant
 from core.errors import ForgeflowError, InputError, ValidationFailed
+from core.files import display, file_sha256
 from core.gguf_check import inspect_gguf
 from core.settings import Settings
 from core.trained import ADAPTER_DIR, MANIFEST, TrainedRun, read_run
@@ -32,8 +33,6 @@ from tasks import parity as par
 from tasks.convert import (
     ExportFailed,
     convert_to_gguf,
-    display,
-    file_sha256,
     quantize_gguf,
     read_checksum,
     tool_versions,

@@ -29,6 +29,7 @@ from core.base_models import load_tokenizer, materialize
 from core.chat_template import encode
 from core.config import TrainConfig
 from core.errors import InputError
+from core.files import file_sha256
 from core.settings import Settings
 from core.trained import MANIFEST
 from tasks.train_run import (
@@ -76,14 +77,6 @@ def config_hash(cfg: TrainConfig, base_model: str) -> str:
         {"config": cfg.model_dump(mode="json"), "base_model": base_model}, option=orjson.OPT_SORT_KEYS
     )
     return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def encode_split(tokenizer: Any, path: Path, max_length: int) -> tuple[list[dict[str, list[int]]], int, int]:

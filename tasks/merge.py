@@ -9,8 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from core.base_models import _publish_dir
+from core.files import file_sha256
 from core.trained import TrainedRun, load_tuned
-from tasks.convert import file_sha256
 
 
 def merge_adapter(run: TrainedRun, target: Path, cache_dir: Path) -> None:

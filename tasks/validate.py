@@ -20,6 +20,7 @@ from core.atomic import write_json, write_text
 from core.base_models import load_tokenizer
 from core.config import ValidateConfig
 from core.errors import InputError, ValidationFailed
+from core.files import display
 from core.schemas import Sample
 from core.settings import Settings
 from tasks.extraction.secrets import SECRET_PATTERNS
@@ -90,7 +91,7 @@ def dataset_files(dataset_dir: Path) -> dict[str, Path]:
     Raises:
         InputError: the directory or a split file is missing.
     """
-    shown = _display(dataset_dir)
+    shown = display(dataset_dir)
     if not dataset_dir.is_dir():
         raise InputError(f"dataset directory '{shown}' not found: run the extract step first")
     files = {split: dataset_dir / f"{split}.jsonl" for split in SPLITS}
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info(
         "validation passed: %d samples (train %d, eval %d), tokens max %.0f p95 %.0f; report in %s",
         report.samples, report.train, report.eval, stats.get("max", 0), stats.get("p95", 0),
-        _display(args.dataset_dir / REPORT_MD),
+        display(args.dataset_dir / REPORT_MD),
     )  # fmt: skip
     return 0
 
@@ -291,14 +292,6 @@ def _token_stats(tokens: pd.Series) -> dict[str, float]:
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
-
-
-def _display(path: Path) -> str:
-    """A path safe to show: relative to the working directory when under it, else its name only."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return path.name
 
 
 if __name__ == "__main__":

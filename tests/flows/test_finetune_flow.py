@@ -10,9 +10,10 @@ import httpx
 import pytest
 from prefect.settings import PREFECT_API_URL
 
+from core.files import file_sha256
 from core.settings import get_settings
 from flows.finetune import FinetuneParams, finetune_flow
-from tasks.finetune import PROGRESS_KEY, file_sha256
+from tasks.finetune import PROGRESS_KEY
 from tests.tinymodel import make_tiny_base, recite
 
 _NAMES = [
