@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 TaskName = Literal[
     "explain",  # explain a function/class: answer is its docstring or doc comment
@@ -43,6 +44,18 @@ class Sample(Strict):
 
     messages: list[Message] = Field(min_length=2, max_length=3)
     meta: SampleMeta
+
+
+def sample_lines(data: bytes) -> Iterator[tuple[int, Sample | ValidationError]]:
+    """(1-based line number, parsed Sample or why it is not one) for each non-blank JSONL line."""
+    # b"\n" only: str.splitlines would also break on U+2028 inside JSON strings
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            yield number, Sample.model_validate_json(raw)
+        except ValidationError as exc:
+            yield number, exc
 
 
 class MonitorMetrics(BaseModel):

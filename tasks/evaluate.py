@@ -25,7 +25,7 @@ from core.chat_template import IGNORE_INDEX, Encoded, Message, encode
 from core.config import EvalConfig
 from core.errors import InputError
 from core.files import display
-from core.schemas import Sample
+from core.schemas import Sample, sample_lines
 from core.settings import Settings
 from core.trained import load_tuned, read_run
 from tasks.evaluation_report import (
@@ -121,14 +121,9 @@ def load_eval_set(data_dir: Path) -> EvalSet:
     except OSError as exc:
         raise InputError(f"cannot read {EVAL_FILE} of '{shown}': {exc.strerror or exc}") from None
     samples = []
-    # b"\n" only: str.splitlines would also break on U+2028 inside JSON strings
-    for number, raw in enumerate(data.split(b"\n"), start=1):
-        if not raw.strip():
-            continue
-        try:
-            sample = Sample.model_validate_json(raw)
-        except ValidationError as exc:
-            first = exc.errors(include_url=False)[0]
+    for number, sample in sample_lines(data):
+        if isinstance(sample, ValidationError):
+            first = sample.errors(include_url=False)[0]
             where = ".".join(str(p) for p in first["loc"])
             detail = f"{where}: {first['msg']}" if where else str(first["msg"])
             raise InputError(

@@ -21,7 +21,7 @@ from core.base_models import load_tokenizer
 from core.config import ValidateConfig
 from core.errors import InputError, ValidationFailed
 from core.files import display
-from core.schemas import Sample
+from core.schemas import Sample, sample_lines
 from core.settings import Settings
 from tasks.extraction.secrets import SECRET_PATTERNS
 from tasks.validation_suite import ExpectationResult, run_expectations
@@ -214,16 +214,12 @@ def _read_lines(path: Path, split: str) -> list[_Line]:
         data = path.read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read {path.parent.name}/{path.name}: {exc.strerror or exc}") from exc
-    records = []
-    # Split on b"\n" only: str.splitlines would also break on U+2028 inside JSON strings.
-    for number, raw in enumerate(data.split(b"\n"), start=1):
-        if not raw.strip():
-            continue
-        try:
-            records.append(_Line(path.name, number, split, Sample.model_validate_json(raw), None))
-        except ValidationError as exc:
-            records.append(_Line(path.name, number, split, None, _schema_error(exc)))
-    return records
+    return [
+        _Line(path.name, number, split, None, _schema_error(parsed))
+        if isinstance(parsed, ValidationError)
+        else _Line(path.name, number, split, parsed, None)
+        for number, parsed in sample_lines(data)
+    ]
 
 
 def _schema_error(exc: ValidationError) -> str:
