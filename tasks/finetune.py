@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from core.atomic import write_json
 from core.base_models import load_tokenizer, materialize
-from core.chat_template import encode
+from core.chat_template import Encoded, encode
 from core.config import TrainConfig
 from core.errors import InputError
 from core.files import file_sha256
@@ -91,13 +91,10 @@ def encode_split(tokenizer: Any, path: Path, max_length: int) -> tuple[list[dict
                 messages = orjson.loads(line)["messages"]
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 raise InputError(f"{path.name} line {n} is not a sample with messages") from None
-            full = encode(tokenizer, messages)
-            enc = (
-                encode(tokenizer, messages, max_length=max_length)
-                if len(full.input_ids) > max_length
-                else full
-            )
-            truncated += enc is not full
+            enc = encode(tokenizer, messages)
+            if len(enc.input_ids) > max_length:  # cut here: rendering it again would cost as much
+                truncated += 1
+                enc = Encoded(enc.input_ids[:max_length], enc.labels[:max_length])
             if enc.assistant_tokens == 0:  # nothing left to learn once truncated
                 dropped += 1
                 continue
@@ -203,6 +200,8 @@ def _train(
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     runtime = time.perf_counter() - t0
     state = trainer.state
+    # the whole curve, earlier sessions included: a resumed Trainer restores its log history
+    loss_curve = [(int(h["step"]), float(h["loss"])) for h in state.log_history if "loss" in h]
     report = FinetuneReport(
         status="paused" if callback.paused else "completed",
         method=cfg.method,
@@ -214,8 +213,8 @@ def _train(
         epochs=round(float(state.epoch or 0.0), 4),
         tokens=int(state.num_input_tokens_seen),
         tokens_per_second=round(callback.tokens_per_second(state), 1),
-        final_loss=callback.losses[-1][1] if callback.losses else None,
-        loss_curve=[(int(h["step"]), float(h["loss"])) for h in state.log_history if "loss" in h],
+        final_loss=loss_curve[-1][1] if loss_curve else None,
+        loss_curve=loss_curve,
         runtime_seconds=round(runtime, 2),
         peak_memory_mb=_peak_memory_mb(),
         **lineage,

@@ -261,7 +261,6 @@ class ProgressCallback(TrainerCallback):
         self.paused = False
         self._t0 = 0.0
         self._tokens0 = 0
-        self.losses: list[tuple[int, float]] = []
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._t0 = time.perf_counter()
@@ -279,9 +278,6 @@ class ProgressCallback(TrainerCallback):
     ) -> None:
         if not logs or "loss" not in logs:
             return
-        self.losses.append((state.global_step, float(logs["loss"])))
-        elapsed = max(time.perf_counter() - self._t0, 1e-9)
-        tokens = state.num_input_tokens_seen - self._tokens0
         if self.progress is not None:
             self.progress(
                 {
@@ -291,10 +287,11 @@ class ProgressCallback(TrainerCallback):
                     "loss": float(logs["loss"]),
                     "learning_rate": float(logs.get("learning_rate", 0.0)),
                     "tokens": int(state.num_input_tokens_seen),
-                    "tokens_per_second": round(tokens / elapsed, 1),
+                    "tokens_per_second": round(self.tokens_per_second(state), 1),
                 }
             )
 
     def tokens_per_second(self, state: Any) -> float:
+        """Tokens trained per second since this session's training began (a resume starts afresh)."""
         elapsed = max(time.perf_counter() - self._t0, 1e-9)
         return (state.num_input_tokens_seen - self._tokens0) / elapsed
