@@ -9,6 +9,7 @@ import pytest
 
 from core.settings import Settings
 from tests.gitrepo import commit, git
+from tests.tinymodel import make_tiny_base
 
 
 @pytest.fixture
@@ -34,3 +35,15 @@ def make_repo(tmp_path: Path) -> Callable[..., Path]:
 def settings(tmp_path: Path) -> Settings:
     """Settings whose workspace and allowed roots are this test's temp dir."""
     return Settings(home=tmp_path / "ws", allowed_roots=[tmp_path])
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One forgeflow cache for the session: the SmolLM2 tokenizer is converted from its GGUF once."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
+    """A random 2-layer llama with the SmolLM2 tokenizer (tests/export overrides it with a reciting one)."""
+    return make_tiny_base(tmp_path_factory.mktemp("tiny") / "base", cache_dir)

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from core.chat_template import IGNORE_INDEX, encode
-from tests.tinymodel import make_tiny_base
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 TRAIN_STEPS = 40
@@ -106,18 +105,6 @@ def eval_samples() -> list[dict[str, Any]]:
 def dataset(tmp_path: Path) -> Callable[[list[Any]], Path]:
     """Factory: a dataset directory under tmp_path whose eval.jsonl holds the given rows."""
     return lambda rows: write_eval(tmp_path / "dataset", rows)
-
-
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One forgeflow cache for the session: the SmolLM2 tokenizer is converted from its GGUF once."""
-    return tmp_path_factory.mktemp("evaluate-cache")
-
-
-@pytest.fixture(scope="session")
-def tiny_base(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
-    """A random 2-layer llama with the SmolLM2 tokenizer: its answers are noise, its NLL ~ln(vocab)."""
-    return make_tiny_base(tmp_path_factory.mktemp("tiny") / "base", cache_dir)
 
 
 @pytest.fixture(scope="session")

@@ -55,11 +55,6 @@ def _one_torch_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
     """The tiny llama, trained to recite ANSWERS."""
     with single_threaded_torch():

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.tinymodel import make_tiny_base
-
 # Short, repetitive samples: a tiny random model can visibly learn them in a few steps.
 _FACTS = [
     ("Where is `load_profile` defined?", "`load_profile` is defined in tasks/finetune.py."),
@@ -20,16 +18,6 @@ _FACTS = [
     ("What does `write_json` do?", "It writes JSON to a temp file and renames it into place."),
     ("What does `complete_checkpoints` do?", "It lists checkpoint directories, oldest first."),
 ]
-
-
-@pytest.fixture(scope="session")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture(scope="session")
-def tiny_base(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
-    return make_tiny_base(tmp_path_factory.mktemp("tiny") / "base", cache_dir)
 
 
 @pytest.fixture(scope="session")
