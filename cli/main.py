@@ -201,3 +201,5 @@ def prepare(
 
 
 import cli.training  # noqa: E402,F401  (registers finetune, evaluate, export, pipeline)
+import cli.models  # noqa: E402,F401  (registers the `models` group)
+import cli.serving  # noqa: E402,F401  (registers deploy, serve)

@@ -152,3 +152,22 @@ class ExportConfig(StepConfig):
         description="top-token agreement with the merged HF model a GGUF needs",
     )
     n_ctx: int = Field(2048, ge=128, le=131_072)
+
+
+BackendName = Literal["llamacpp", "ollama"]
+
+
+class ServeConfig(StepConfig):
+    """The HTTP API and the serving backends behind it."""
+
+    host: str = Field("127.0.0.1", description="loopback by default: expose deliberately")
+    port: int = Field(8000, ge=1, le=65_535)
+    backend: BackendName = Field("llamacpp", description="where text-generation models are deployed")
+    ollama_host: str = Field("http://127.0.0.1:11434", description="OLLAMA_HOST also sets it")
+    max_loaded_models: int = Field(2, ge=1, le=64, description="llama.cpp processes; LRU unload beyond")
+    n_ctx: int = Field(2048, ge=128, le=131_072, description="context of each llama.cpp server")
+    n_threads: int = Field(0, ge=0, le=512, description="llama.cpp threads per model; 0 = all cores")
+    start_timeout_s: float = Field(120, gt=0, le=3600, description="a model server must answer by then")
+    request_timeout_s: float = Field(120, gt=0, le=3600, description="longer inferences get 504")
+    max_request_bytes: int = Field(1_048_576, ge=1024, le=1 << 30, description="larger bodies get 413")
+    cors_origins: list[str] = Field(default_factory=list, description="exact origins; '*' is refused")

@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,6 +21,7 @@ from core.config import (
     ExportConfig,
     ExtractConfig,
     MonitorConfig,
+    ServeConfig,
     TrainConfig,
     ValidateConfig,
 )
@@ -29,6 +30,7 @@ UrlScheme = Literal["https", "ssh", "file", "git", "http"]
 _DEFAULT_SCHEMES: tuple[UrlScheme, ...] = ("https", "ssh", "file")
 DEFAULT_CONFIG = Path("configs/forgeflow.yaml")
 CONFIG_ENV = "FORGEFLOW_CONFIG"
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def _default_roots() -> list[Path]:
@@ -55,6 +57,18 @@ class Settings(BaseSettings):
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    database_url: str | None = Field(
+        None, description="registry database (SQLAlchemy URL); default: SQLite in the workspace"
+    )
+    api_key: SecretStr | None = Field(
+        None, description="FORGEFLOW_API_KEY: when set, every route but /health needs Bearer auth"
+    )
+    ollama_host: str | None = Field(
+        None,
+        validation_alias=AliasChoices("ollama_host", "OLLAMA_HOST"),
+        description="OLLAMA_HOST: overrides serve.ollama_host",
+    )
 
     @field_validator("home", mode="after")
     @classmethod
@@ -65,6 +79,14 @@ class Settings(BaseSettings):
     @classmethod
     def _resolve_roots(cls, v: list[Path]) -> list[Path]:
         return [p.expanduser().resolve() for p in v]
+
+    @model_validator(mode="after")
+    def _no_default_secrets_in_production(self) -> Settings:
+        if self.environment == "production" and self.api_key is None and self.serve.host not in _LOOPBACK:
+            raise ValueError("production on a non-loopback host needs FORGEFLOW_API_KEY")
+        if "*" in self.serve.cors_origins:
+            raise ValueError("serve.cors_origins: list exact origins; '*' is refused")
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -86,6 +108,14 @@ class Settings(BaseSettings):
     @property
     def projects_dir(self) -> Path:
         return self.home / "projects"
+
+    @property
+    def registry_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'registry.db'}"
+
+    @property
+    def ollama_url(self) -> str:
+        return self.ollama_host or self.serve.ollama_host
 
 
 @lru_cache(maxsize=1)

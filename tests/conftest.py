@@ -47,3 +47,13 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_base(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
     """A random 2-layer llama with the SmolLM2 tokenizer (tests/export overrides it with a reciting one)."""
     return make_tiny_base(tmp_path_factory.mktemp("tiny") / "base", cache_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path) -> Path:
+    """The tiny llama as an f16 GGUF (with the SmolLM2 chat template): what the serving tests serve."""
+    from tasks.convert import convert_to_gguf
+
+    target = tmp_path_factory.mktemp("gguf") / "tiny-f16.gguf"
+    convert_to_gguf(tiny_base, target, name="tiny")
+    return target

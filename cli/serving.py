@@ -1,0 +1,3 @@
+"""`forgeflow deploy | serve`: put models behind the OpenAI-compatible API."""
+
+from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Serving backends: one interface (`core.serving.base.Backend`), one module per backend."""
