@@ -39,6 +39,9 @@ Scalar = int | float | bool | str
 class CorruptGGUF(InputError):
     """A file that is not a valid GGUF, or one llama.cpp refuses to load."""
 
+    status = 422
+    code = "CORRUPT_GGUF"
+
 
 @dataclass(frozen=True, slots=True)
 class TensorInfo:
