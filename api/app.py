@@ -1,0 +1,106 @@
+"""The forgeflow HTTP API: one FastAPI app (registry, OpenAI-compatible inference, health, metrics)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from api import errors
+from api.deps import AppState
+from api.routes import health, infer, models, openai_compat
+from api.security import BearerAuth, BodyLimit
+from api.telemetry import Metrics, StatsBook
+from core.errors import ForgeflowError
+from core.registry import Registry
+from core.serving.base import Backend
+from core.serving.embedder import EmbedderBackend
+from core.serving.hub import EMBEDDER, Hub
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def forgeflow_version() -> str:
+    try:
+        return version("forgeflow")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def default_backends(settings: Settings) -> dict[str, Backend]:
+    """The embedded llama.cpp pool, an Ollama client, and the in-process embedder."""
+    from core.serving.llamacpp import LlamaCppBackend
+    from core.serving.ollama import OllamaBackend
+
+    return {
+        "llamacpp": LlamaCppBackend(settings.serve, settings.home / "logs" / "serving"),
+        "ollama": OllamaBackend(settings.ollama_url, settings.serve.request_timeout_s),
+        EMBEDDER: EmbedderBackend(),
+    }
+
+
+def create_app(
+    settings: Settings, *, backends: dict[str, Backend] | None = None, preload: list[str] | None = None
+) -> FastAPI:
+    """Build the app; backends default to `default_backends(settings)`.
+
+    Args:
+        preload: model references to deploy at startup (the first one becomes the active model).
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        registry = Registry.from_settings(settings)
+        hub = Hub(
+            registry,
+            backends if backends is not None else default_backends(settings),
+            default_backend=settings.serve.backend,
+            n_ctx=settings.serve.n_ctx,
+        )
+        metrics = Metrics()
+        stats = StatsBook(registry, metrics)
+        app.state.forgeflow = AppState(settings, registry, hub, metrics, stats)
+        stats.start()
+        try:
+            for i, ref in enumerate(preload or []):
+                try:
+                    info = await hub.resolve(ref)
+                    await hub.deploy(info)
+                except ForgeflowError as exc:  # keep serving the rest; the reason is one line
+                    log.error("could not deploy %s: %s", ref, exc)
+                    continue
+                if i == 0:
+                    registry.set_active(info.key)
+            yield
+        finally:
+            await stats.stop()
+            await hub.close()
+            registry.close()
+
+    app = FastAPI(
+        title="forgeflow",
+        version=forgeflow_version(),
+        description="Registry, deployment and OpenAI-compatible inference for repository-tuned models.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    for router in (health.router, models.router, openai_compat.router, infer.router):
+        app.include_router(router)
+    # added last = outermost: CORS (so even a 401 carries its headers), then auth, then size limits
+    app.add_middleware(BodyLimit, max_bytes=settings.serve.max_request_bytes)
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+    app.add_middleware(BearerAuth, api_key=key)
+    if settings.serve.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.serve.cors_origins,
+            allow_credentials=False,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    return app

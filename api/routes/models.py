@@ -1,0 +1,172 @@
+"""The registry over HTTP (seed 000): list, show, register, remove; aliases, rollback, deploy."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from core.registry import ModelInfo
+from fastapi import APIRouter, Query, Response
+
+from api.deps import HubDep, RegistryDep, StateDep
+from api.errors import ApiError
+from api.schemas import AliasRequest, DeployRequest, RegisterRequest
+
+router = APIRouter(tags=["models"])
+Task = str | None
+
+
+def summary(info: ModelInfo) -> dict[str, Any]:
+    return {
+        "name": info.name,
+        "version": info.version,
+        "id": info.key,
+        "task": info.task,
+        "device": info.device,
+        "state": info.state,
+        "backend": info.backend,
+        "base_model": info.base_model,
+        "aliases": info.aliases,
+        "created_at": info.created_at.isoformat(),
+    }
+
+
+def detail(info: ModelInfo) -> dict[str, Any]:
+    """Everything about a version; artifact paths are shown by file name only."""
+    artifacts = {
+        role: {"file": Path(ref.path).name, "sha256": ref.sha256, "size": ref.size}
+        for role, ref in info.artifacts.items()
+    }
+    return summary(info) | {
+        "source": {"repo": info.source_repo, "commit": info.source_commit},
+        "dataset_hash": info.dataset_hash,
+        "config": info.config,
+        "metrics": info.metrics,
+        "artifacts": artifacts,
+        "updated_at": info.updated_at.isoformat(),
+        "stats": info.stats.model_dump(),
+    }
+
+
+@router.get("/models", operation_id="list_models")
+def list_models(
+    registry: RegistryDep,
+    task: Task = Query(None, description="text-generation or text-embedding"),
+    device: str | None = Query(None, max_length=64),
+    name: str | None = Query(None, max_length=64),
+    page: int = Query(1, ge=1, le=1_000_000),
+    limit: int = Query(20, ge=1, le=100),
+) -> dict[str, Any]:
+    """Registered versions, newest first within a name, with paging and filters."""
+    result = registry.list(name=name, task=task, device=device, page=page, limit=limit)
+    active = registry.active()
+    return {
+        "models": [summary(m) for m in result.models],
+        "total": result.total,
+        "page": result.page,
+        "pages": result.pages,
+        "active_model": active.key if active else None,
+    }
+
+
+@router.get("/models/{ref}", operation_id="get_model")
+def get_model(ref: str, state: StateDep) -> dict[str, Any]:
+    """One version (`name`, `name:1.2.0`, `name:alias`) with its config, lineage and stats."""
+    state.stats.flush()  # so the stats include requests served in the last few seconds
+    return detail(state.registry.resolve(ref))
+
+
+@router.post("/models", status_code=201, operation_id="register_model")
+def register_model(body: RegisterRequest, state: StateDep) -> dict[str, Any]:
+    """Register a GGUF file, an export directory or an HF embedding model directory."""
+    raw = body.path or body.source
+    if not raw:
+        raise ApiError(400, "path: give the model file or directory to register", param="path")
+    info = state.registry.register(
+        Path(raw).expanduser(),
+        name=body.name,
+        version=body.version,
+        task=body.task,
+        device=body.device,
+        config=body.config or None,
+    )
+    state.hub.invalidate()
+    return detail(info)
+
+
+@router.delete("/models/{ref}", status_code=204, operation_id="delete_model")
+async def delete_model(ref: str, state: StateDep) -> Response:
+    """Remove a version (`name:1.2.0`) or every version of a name; deployed ones are stopped first."""
+    name, _, version = ref.partition(":")
+    registry = state.registry
+    targets = (
+        [await asyncio.to_thread(registry.resolve, ref)]
+        if version
+        else (await asyncio.to_thread(registry.list, name=name, limit=100)).models
+    )
+    if not targets:
+        await asyncio.to_thread(registry.resolve, name)  # raises the registry's not-found error
+    for info in targets:
+        await state.hub.undeploy(info)
+    for info in targets:
+        await asyncio.to_thread(registry.delete, info.name, info.version)
+    state.hub.invalidate()
+    return Response(status_code=204)
+
+
+@router.post("/models/{name}/aliases", operation_id="set_alias")
+def set_alias(name: str, body: AliasRequest, registry: RegistryDep, hub: HubDep) -> dict[str, Any]:
+    """Create or move an alias (`champion`, `staging`, ...) to a version."""
+    info = registry.set_alias(name, body.alias, body.version)
+    hub.invalidate()
+    return detail(info)
+
+
+@router.delete("/models/{name}/aliases/{alias}", status_code=204, operation_id="remove_alias")
+def remove_alias(name: str, alias: str, registry: RegistryDep, hub: HubDep) -> Response:
+    registry.remove_alias(name, alias)
+    hub.invalidate()
+    return Response(status_code=204)
+
+
+@router.post("/models/{name}/rollback", operation_id="rollback")
+async def rollback(name: str, body: AliasRequest, state: StateDep) -> dict[str, Any]:
+    """Move an alias to an (older) version and deploy that version, in one call."""
+    registry, hub = state.registry, state.hub
+    before = await asyncio.to_thread(_alias_target, registry, name, body.alias)
+    info = await asyncio.to_thread(registry.set_alias, name, body.alias, body.version)
+    hub.invalidate()
+    await hub.deploy(info)
+    active = await asyncio.to_thread(registry.active)
+    if active is None or active.name == name:
+        await asyncio.to_thread(registry.set_active, info.key)
+    fresh = await asyncio.to_thread(registry.resolve, info.key)
+    return {"alias": f"{name}:{body.alias}", "from": before, "to": info.version, "model": detail(fresh)}
+
+
+def _alias_target(registry: Any, name: str, alias: str) -> str | None:
+    from core.registry import ModelNotFound
+
+    try:
+        return str(registry.resolve(f"{name}:{alias}").version)
+    except ModelNotFound:
+        return None
+
+
+@router.post("/models/{name}/deploy", operation_id="deploy_model")
+async def deploy_model(name: str, body: DeployRequest, state: StateDep) -> dict[str, Any]:
+    """Deploy a version on its backend now and make it the active model (the default for requests)."""
+    ref = f"{name}:{body.version}" if body.version else name
+    info = await state.hub.resolve(ref)
+    backend = await state.hub.deploy(info)
+    await asyncio.to_thread(state.registry.set_active, info.key)
+    fresh = await asyncio.to_thread(state.registry.resolve, info.key)
+    return {"deployed": info.key, "backend": backend.name, "model": detail(fresh)}
+
+
+@router.delete("/models/{ref}/deploy", status_code=204, operation_id="undeploy_model")
+async def undeploy_model(ref: str, state: StateDep) -> Response:
+    info = await state.hub.resolve(ref)
+    await state.hub.undeploy(info)
+    return Response(status_code=204)

@@ -1,0 +1,87 @@
+"""OpenAI-compatible routes: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import APIRouter
+from fastapi.responses import Response
+from starlette.responses import StreamingResponse
+
+from api import inference
+from api.deps import StateDep
+from api.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+def _json(body: Any) -> Response:
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+@router.post("/chat/completions", operation_id="create_chat_completion", response_model=None)
+async def chat_completions(req: ChatRequest, state: StateDep) -> Response | StreamingResponse:
+    """Chat with a registered model; `stream: true` answers with Server-Sent Events."""
+    info = await inference.resolve(state, req.model)
+    body = req.upstream()
+    if req.stream:
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        body["stream_options"] = {"include_usage": True}  # always: the stats need the token counts
+        return await inference.stream(
+            state, info, "chat", lambda b: b.chat_stream(info.key, body), include_usage=include_usage
+        )
+    result, _ = await inference.run(state, info, "chat", lambda b: b.chat(info.key, body))
+    return _json(result)
+
+
+@router.post("/completions", operation_id="create_completion", response_model=None)
+async def completions(req: CompletionRequest, state: StateDep) -> Response | StreamingResponse:
+    """Raw text completion (no chat template)."""
+    info = await inference.resolve(state, req.model)
+    body = req.upstream()
+    if req.stream:
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        body["stream_options"] = {"include_usage": True}
+        return await inference.stream(
+            state,
+            info,
+            "completion",
+            lambda b: b.completion_stream(info.key, body),
+            include_usage=include_usage,
+        )
+    result, _ = await inference.run(state, info, "completion", lambda b: b.completion(info.key, body))
+    return _json(result)
+
+
+@router.post("/embeddings", operation_id="create_embeddings")
+async def embeddings(req: EmbeddingRequest, state: StateDep) -> Response:
+    """Vectors from a text-embedding model (all-minilm-l6-v2 is built in)."""
+    info = await inference.resolve(state, req.model or "all-minilm-l6-v2")
+    inputs = req.inputs()
+    result, _ = await inference.run(state, info, "embeddings", lambda b: b.embeddings(info.key, inputs))
+    if req.encoding_format == "base64":  # what the OpenAI SDKs ask for by default
+        for row in result["data"]:
+            row["embedding"] = base64.b64encode(np.asarray(row["embedding"], dtype="<f4").tobytes()).decode()
+    return _json(result)
+
+
+@router.get("/models", operation_id="list_openai_models")
+async def list_models(state: StateDep) -> dict[str, Any]:
+    """Every registered version as `name:version`, plus each `name:alias`."""
+    page = await asyncio.to_thread(state.registry.list, limit=100)
+    models = list(page.models)
+    for n in range(2, page.pages + 1):
+        models += (await asyncio.to_thread(state.registry.list, page=n, limit=100)).models
+    data: list[dict[str, Any]] = []
+    for m in models:
+        created = int(m.created_at.timestamp())
+        data.append({"id": m.key, "object": "model", "created": created, "owned_by": "forgeflow"})
+        data += [
+            {"id": f"{m.name}:{a}", "object": "model", "created": created, "owned_by": "forgeflow"}
+            for a in m.aliases
+        ]
+    return {"object": "list", "data": data}

@@ -1,0 +1,46 @@
+"""One real API server for the module's tests: llama.cpp serving the tiny GGUF, MiniLM embeddings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from core.config import ServeConfig
+from core.registry import Registry
+from core.settings import Settings
+from tests.api.server import running_api
+
+
+def api_settings(root: Path, **overrides: object) -> Settings:
+    """Settings confined to `root`; small contexts so the tiny model starts fast."""
+    serve = ServeConfig(n_ctx=512, max_loaded_models=2, request_timeout_s=60, start_timeout_s=60)
+    fields: dict[str, object] = {"home": root / "ws", "allowed_roots": [root], "serve": serve}
+    return Settings(**(fields | overrides))
+
+
+@pytest.fixture(scope="session")
+def api_root(tmp_path_factory: pytest.TempPathFactory, tiny_gguf: Path) -> Path:
+    """A workspace whose registry holds the tiny GGUF as tiny 1.0.0 and 1.1.0 (champion → 1.1.0)."""
+    root = tmp_path_factory.mktemp("api")
+    model = root / "tiny.gguf"
+    model.write_bytes(tiny_gguf.read_bytes())
+    registry = Registry.from_settings(api_settings(root))
+    registry.register(model, name="tiny")
+    registry.register(model, name="tiny")
+    registry.set_alias("tiny", "champion", "1.1.0")
+    registry.close()
+    return root
+
+
+@pytest.fixture(scope="session")
+def api_url(api_root: Path) -> Iterator[str]:
+    with running_api(api_settings(api_root)) as url:
+        yield url
+
+
+@pytest.fixture
+def client(api_url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{api_url}/v1", api_key="unused", max_retries=0, timeout=60)

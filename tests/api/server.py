@@ -1,0 +1,43 @@
+"""The real API on a real port: uvicorn in a background thread, stopped (with its backends) on exit."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import uvicorn
+
+from api.app import create_app
+from core.serving.base import Backend
+from core.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_api(
+    settings: Settings, backends: dict[str, Backend] | None = None, preload: list[str] | None = None
+) -> Iterator[str]:
+    """Serve `create_app(settings)` on a free loopback port; yields the base URL."""
+    port = free_port()
+    app = create_app(settings, backends=backends, preload=preload)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the API did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

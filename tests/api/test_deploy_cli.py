@@ -1,0 +1,95 @@
+"""`forgeflow deploy --model smollm2-135m` with no training: the embedded GGUF served end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.api.server import free_port
+
+FORGEFLOW = str(Path(sys.executable).with_name("forgeflow"))
+
+
+def _env(root: Path) -> dict[str, str]:
+    return os.environ | {
+        "FORGEFLOW_HOME": str(root / "ws"),
+        "FORGEFLOW_ALLOWED_ROOTS": json.dumps([str(root)]),
+        "FORGEFLOW_SERVE__N_CTX": "1024",
+    }
+
+
+def _wait_up(url: str, proc: subprocess.Popen[str], timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "exited"
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    raise AssertionError("the server did not come up")
+
+
+@pytest.mark.slow
+def test_deploy_of_the_embedded_default_serves_smollm2_without_training(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [FORGEFLOW, "deploy", "--model", "smollm2-135m", "--port", str(port)],
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_up(url, proc)
+        models = httpx.get(f"{url}/models").json()
+        assert models["active_model"] == "smollm2-135m:1.0.0"
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
+        reply = client.chat.completions.create(
+            model="smollm2-135m",
+            messages=[{"role": "user", "content": "What is 2+2?"}],
+            max_tokens=16,
+            temperature=0,
+        )
+        assert "4" in (reply.choices[0].message.content or "")  # SmolLM2-135M: "...is 4."
+        assert reply.usage is not None and reply.usage.prompt_tokens > 10
+        # a second `deploy` finds the running server and asks it, instead of starting another
+        again = subprocess.run(
+            [FORGEFLOW, "deploy", "--model", "smollm2-135m", "--port", str(port)],
+            env=_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert again.returncode == 0, again.stderr
+        assert "running server" in again.stdout
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+    children = subprocess.run(
+        ["pgrep", "-f", f"llama_cpp.server.*{tmp_path.name}"], capture_output=True, text=True
+    )
+    assert children.stdout.strip() == ""  # no llama.cpp server outlives the API
+
+
+def test_deploy_of_an_unknown_model_is_one_clear_line(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [FORGEFLOW, "deploy", "--model", "ghost", "--port", str(free_port())],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "ghost" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
