@@ -200,6 +200,6 @@ def prepare(
         out.print(f"validation: [green]passed[/] ({result['validation']['samples']} samples)")
 
 
-import cli.training  # noqa: E402,F401  (registers finetune, evaluate, export, pipeline)
 import cli.models  # noqa: E402,F401  (registers the `models` group)
 import cli.serving  # noqa: E402,F401  (registers deploy, serve)
+import cli.training  # noqa: E402,F401  (registers finetune, evaluate, export, pipeline)

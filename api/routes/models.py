@@ -6,12 +6,12 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from core.registry import ModelInfo
 from fastapi import APIRouter, Query, Response
 
 from api.deps import HubDep, RegistryDep, StateDep
 from api.errors import ApiError
 from api.schemas import AliasRequest, DeployRequest, RegisterRequest
+from core.registry import ModelInfo
 
 router = APIRouter(tags=["models"])
 Task = str | None
