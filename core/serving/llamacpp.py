@@ -8,10 +8,10 @@ never swaps it for a built-in format it guesses from the template's text).
 A non-stream request that runs past request_timeout_s gets its server killed (and started again in
 the background): llama_cpp.server never notices that a non-stream client left, and it serves one
 request at a time, so the abandoned generation would hold up every request behind it. A stream
-stops upstream as soon as it is closed. Stream usage: prompt tokens come from a one-token
-non-stream probe sent just before the stream (its prompt then sits in the KV cache, so the stream
-skips the prompt evaluation, and a too-long prompt is refused before any chunk is sent); completion
-tokens are tallied from the stream (`core.serving.llamacpp_replies`).
+stops upstream as soon as it is closed. Stream usage (llama_cpp.server sends none): prompt tokens
+are counted in this process, while the stream starts, by `core.serving.llamacpp_tokens` (the
+server's own formatter and tokenizer on a vocab-only load of the GGUF); completion tokens are
+tallied from the stream (`core.serving.llamacpp_replies`).
 """
 
 from __future__ import annotations
@@ -45,10 +45,12 @@ from core.serving.base import (
     UpstreamRejected,
 )
 from core.serving.llamacpp_replies import StreamTally, raise_for_status, sse_chunks, usage_chunk
+from core.serving.llamacpp_tokens import TokenCounter
 from core.serving.process import PortTaken, ServerProcess, meaningful_line
 
 log = logging.getLogger(__name__)
 _HEADERS = {"content-type": "application/json"}
+_FRESH = _HEADERS | {"connection": "close"}
 _N_CTX_LINE = re.compile(r"llama_context: n_ctx\s*=\s*(\d+)")
 _PORT_TRIES = 3
 _SERVER_MODULES = ("llama_cpp", "uvicorn", "sse_starlette", "starlette_context")  # the [server] extra
@@ -60,7 +62,7 @@ class _Served:
     process: ServerProcess
     has_template: bool  # the GGUF carries tokenizer.chat_template
     n_ctx: int  # what llama.cpp allocated (it rounds the requested size up)
-    special_tokens: int | None = None  # tokens /extras/tokenize adds to any text (BOS/EOS)
+    counter: TokenCounter  # stream usage, counted the way the server counts
 
 
 class LlamaCppBackend:
@@ -188,13 +190,13 @@ class LlamaCppBackend:
                 await self._stop(victim)
             self._starting.add(model.key)
         try:
-            served = await self._spawn(model, has_template)
+            served = await self._spawn(model, has_template, None)
         finally:
             self._starting.discard(model.key)
         self._running[model.key] = served
         return served
 
-    async def _spawn(self, model: ServedModel, has_template: bool) -> _Served:
+    async def _spawn(self, model: ServedModel, has_template: bool, counter: TokenCounter | None) -> _Served:
         n_ctx = min(self._config.n_ctx, model.n_ctx)
         threads = str(self._config.n_threads or -1)  # -1: llama_cpp.server uses every core
         args = ["--model", str(model.path), "--model_alias", model.key, "--n_ctx", str(n_ctx)]
@@ -214,9 +216,15 @@ class LlamaCppBackend:
             except BaseException:
                 process.kill()
                 raise
+            if counter is None:  # after the server loaded the file: its failures carry llama.cpp's reason
+                try:
+                    counter = await asyncio.to_thread(TokenCounter, model.path)
+                except BaseException:
+                    process.kill()
+                    raise
             found = _N_CTX_LINE.findall(process.log_tail())
             log.info("%s: llama.cpp server pid %d on port %d", model.key, process.pid, process.port)
-            return _Served(model, process, has_template, int(found[-1]) if found else n_ctx)
+            return _Served(model, process, has_template, int(found[-1]) if found else n_ctx, counter)
         raise BackendUnavailable(f"{model.key}: no free port found in {_PORT_TRIES} tries", retry_after=1)
 
     async def _restart(self, served: _Served) -> None:
@@ -228,17 +236,18 @@ class LlamaCppBackend:
             meaningful_line(served.process.log_tail()),
         )
         try:
-            fresh = await self._spawn(served.model, served.has_template)
+            fresh = await self._spawn(served.model, served.has_template, served.counter)
         except BackendError as exc:
             self._running.pop(key, None)
             self._failed[key] = str(exc)
             raise
-        served.process, served.n_ctx, served.special_tokens = fresh.process, fresh.n_ctx, None
+        served.process, served.n_ctx = fresh.process, fresh.n_ctx
 
     async def _stop(self, key: str) -> None:
         served = self._running.pop(key, None)
         if served is not None:
             await served.process.stop()
+            served.counter.close()
 
     def _deployment(self, served: _Served) -> Deployment:
         process = served.process
@@ -275,10 +284,15 @@ class LlamaCppBackend:
         return served
 
     async def _post(self, served: _Served, route: str, payload: Json) -> Json:
+        url, content = served.process.base_url + route, orjson.dumps(payload)
         try:
-            resp = await self._client.post(
-                served.process.base_url + route, content=orjson.dumps(payload), headers=_HEADERS
-            )
+            resp = await self._client.post(url, content=content, headers=_HEADERS)
+        except (httpx.ReadError, httpx.RemoteProtocolError):
+            # a pooled connection the server dropped (after a stream it cut short): once more, fresh
+            try:
+                resp = await self._client.post(url, content=content, headers=_FRESH)
+            except httpx.TransportError as exc:
+                raise _unreachable(served, exc) from exc
         except httpx.TransportError as exc:
             raise _unreachable(served, exc) from exc
         raise_for_status(served.model.key, resp)
@@ -320,48 +334,61 @@ class LlamaCppBackend:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         payload = {**body, "model": key}
         payload.pop("stream_options", None)  # llama_cpp.server ignores it; usage is ours to compute
-        async with asyncio.timeout(timeout):
-            probe = await self._post(served, route, {**payload, "stream": False, "max_tokens": 1})
-        prompt_tokens = int(probe["usage"]["prompt_tokens"])
+        # counted in a worker thread while llama.cpp evaluates the same prompt: no time to first token
+        counting = asyncio.ensure_future(asyncio.to_thread(_prompt_tokens, served.counter, body))
         tally = StreamTally()
         url = served.process.base_url + route
         request = self._client.build_request(
             "POST", url, content=orjson.dumps({**payload, "stream": True}), headers=_HEADERS
         )
-        try:
-            resp = await self._client.send(request, stream=True)
-        except httpx.TransportError as exc:
-            raise _unreachable(served, exc) from exc
         try:  # closing this generator early closes the response: llama.cpp stops at its next token
-            if resp.status_code >= 400:
-                await resp.aread()
-                raise_for_status(key, resp)
-            async for chunk in sse_chunks(key, resp, timeout):
-                tally.add(chunk)
-                yield chunk
-        except httpx.TransportError as exc:
-            raise _unreachable(served, exc) from exc
+            try:
+                resp = await self._client.send(request, stream=True)
+            except httpx.TransportError as exc:
+                raise _unreachable(served, exc) from exc
+            try:
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    raise_for_status(key, resp)
+                async for chunk in sse_chunks(key, resp, timeout):
+                    tally.add(chunk)
+                    yield chunk
+            except httpx.TransportError as exc:
+                raise _unreachable(served, exc) from exc
+            except BackendError:
+                if not tally.last:  # nothing came: a prompt too long for the context ends it that way
+                    await _refuse_if_too_long(key, counting, served.n_ctx)
+                raise
+            finally:
+                await resp.aclose()
+            prompt_tokens = await counting
         finally:
-            await resp.aclose()
+            counting.cancel()
         if include_usage:
             max_tokens = body.get("max_tokens", default_max_tokens)
             completion_tokens = tally.length_limited(prompt_tokens, max_tokens, served.n_ctx)
             if completion_tokens is None:
-                completion_tokens = await self._count_generated(served, tally)
+                completion_tokens = tally.ascii_tokens + sum(map(served.counter.text, tally.other_texts))
             yield usage_chunk(tally.last, kind, key, prompt_tokens, completion_tokens)
 
-    async def _count_generated(self, served: _Served, tally: StreamTally) -> int:
-        counted = tally.ascii_tokens
-        if tally.other_texts and served.special_tokens is None:
-            served.special_tokens = await self._count_tokens(served, "")  # BOS/EOS the endpoint adds
-        for text in tally.other_texts:
-            counted += await self._count_tokens(served, text) - (served.special_tokens or 0)
-        return counted
 
-    async def _count_tokens(self, served: _Served, text: str) -> int:
-        payload = {"input": text, "model": served.model.key}
-        async with asyncio.timeout(self._config.request_timeout_s):
-            return int((await self._post(served, "/extras/tokenize/count", payload))["count"])
+async def _refuse_if_too_long(key: str, counting: asyncio.Future[int], n_ctx: int) -> None:
+    prompt_tokens = await counting
+    if prompt_tokens >= n_ctx:
+        raise UpstreamRejected(
+            f"{key}: this model's maximum context length is {n_ctx} tokens; the prompt has {prompt_tokens}: "
+            "shorten it"
+        )
+
+
+def _prompt_tokens(counter: TokenCounter, body: Json) -> int:
+    if "messages" in body:
+        counted = counter.chat_prompt(body["messages"])
+        if counted is not None:
+            return counted
+        # no chat template: llama.cpp's llama-2 fallback format; count its rendering's text
+        return counter.completion_prompt("".join(str(m.get("content", "")) for m in body["messages"]))
+    return counter.completion_prompt(str(body.get("prompt", "")))
 
 
 @functools.cache
