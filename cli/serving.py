@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from cli.main import _run, app, err, out
+from cli.models import models_app
 from core.errors import InputError
 from core.settings import Settings, get_settings
 
@@ -113,6 +114,12 @@ async def _deploy_to_ollama(settings: Settings, ref: str) -> dict[str, Any]:
 
 def _ask_running_server(settings: Settings, ref: str) -> dict[str, Any] | None:
     """Deploy through a forgeflow API already listening on host:port; None when nothing listens."""
+    name, _, version = ref.partition(":")
+    return _post_to_server(settings, f"/models/{name}/deploy", {"version": version or None}, "deploy")
+
+
+def _post_to_server(settings: Settings, path: str, body: dict[str, Any], what: str) -> dict[str, Any] | None:
+    """POST to a forgeflow API listening on serve.host:port; None when nothing listens there."""
     import httpx
 
     base = f"http://{settings.serve.host}:{settings.serve.port}"
@@ -123,11 +130,44 @@ def _ask_running_server(settings: Settings, ref: str) -> dict[str, Any] | None:
         return None
     if health.status_code != 200 or "models_loaded" not in health.json():
         raise InputError(f"{base} answers but is not a forgeflow API: pick another --port")
-    name, _, version = ref.partition(":")
-    reply = httpx.post(
-        f"{base}/models/{name}/deploy", json={"version": version or None}, headers=headers, timeout=600
-    )
+    reply = httpx.post(f"{base}{path}", json=body, headers=headers, timeout=600)
     if reply.status_code != 200:
         message = reply.json().get("error", {}).get("message", reply.text[:200])
-        raise InputError(f"deploy failed ({reply.status_code}): {message}")
+        raise InputError(f"{what} failed ({reply.status_code}): {message}")
     return dict(reply.json())
+
+
+@models_app.command()
+def rollback(
+    name: Annotated[str, typer.Argument(help="model name")],
+    version: Annotated[str, typer.Argument(help="the version to go back to")],
+    alias: Annotated[str, typer.Option(help="the alias to move")] = "champion",
+    host: HostOpt = None,
+    port: PortOpt = None,
+) -> None:
+    """Move an alias back to VERSION and redeploy it on the running server, in one call.
+
+    With no server running, the alias is moved in the registry; the next `forgeflow serve` resolves
+    `name:alias` to VERSION.
+    """
+    settings = _run(lambda: _settings(None, host, port))
+    body = {"alias": alias, "version": version}
+    reply = _run(lambda: _post_to_server(settings, f"/models/{name}/rollback", body, "rollback"))
+    if reply is not None:
+        out.print(f"{name}:{alias}: {reply['from']} → {reply['to']} (deployed on the running server)")
+        return
+
+    def move() -> str:
+        from core.registry import ModelNotFound, Registry
+
+        registry = Registry.from_settings(settings)
+        try:
+            try:
+                before = registry.resolve(f"{name}:{alias}").version
+            except ModelNotFound:
+                before = None
+            return str(registry.set_alias(name, alias, version).version) + f" (was {before})"
+        finally:
+            registry.close()
+
+    out.print(f"{name}:{alias} → {_run(move)}; no server running: it serves on the next start")

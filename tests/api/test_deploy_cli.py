@@ -93,3 +93,60 @@ def test_deploy_of_an_unknown_model_is_one_clear_line(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "ghost" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_rollback_command_moves_the_alias_on_the_running_server(api_url: str, api_root: Path) -> None:
+    for _ in range(2):
+        r = httpx.post(
+            f"{api_url}/models", json={"path": str(api_root / "tiny.gguf"), "name": "clirb"}, timeout=60
+        )
+        assert r.status_code == 201
+    httpx.post(f"{api_url}/models/clirb/aliases", json={"alias": "champion", "version": "1.1.0"})
+    port = api_url.rsplit(":", 1)[1]
+    proc = subprocess.run(
+        [FORGEFLOW, "models", "rollback", "clirb", "1.0.0", "--port", port],
+        env=_env(api_root),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "1.1.0 → 1.0.0" in proc.stdout and "running server" in proc.stdout
+    shown = httpx.get(f"{api_url}/models/clirb:champion").json()
+    assert (shown["version"], shown["state"]) == ("1.0.0", "loaded")
+    client = openai.OpenAI(base_url=f"{api_url}/v1", api_key="unused", max_retries=0)
+    reply = client.chat.completions.create(
+        model="clirb:champion", messages=[{"role": "user", "content": "hi"}], max_tokens=1
+    )
+    assert reply.model == "clirb:1.0.0"
+
+
+def test_rollback_command_without_a_server_moves_the_alias_in_the_registry(
+    tmp_path: Path, tiny_gguf: Path
+) -> None:
+    model = tmp_path / "m.gguf"
+    model.write_bytes(tiny_gguf.read_bytes())
+    env = _env(tmp_path)
+    for _ in range(2):
+        subprocess.run(
+            [FORGEFLOW, "models", "register", str(model), "--name", "solo"],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+    subprocess.run(
+        [FORGEFLOW, "models", "alias", "solo", "champion", "1.1.0"], env=env, check=True, capture_output=True
+    )
+    proc = subprocess.run(
+        [FORGEFLOW, "models", "rollback", "solo", "1.0.0", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "no server running" in proc.stdout
+    shown = subprocess.run(
+        [FORGEFLOW, "models", "show", "solo:champion", "--json"], env=env, capture_output=True, text=True
+    )
+    assert json.loads(shown.stdout)["version"] == "1.0.0"

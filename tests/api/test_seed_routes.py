@@ -62,3 +62,11 @@ def test_metrics_count_requests_tokens_and_latency(api_url: str) -> None:
     assert "forgeflow_request_latency_seconds_bucket" in text
     assert "forgeflow_time_to_first_token_seconds" in text
     assert "forgeflow_models_loaded" in text
+
+
+def test_docs_redoc_and_a_stable_openapi_document(api_url: str) -> None:
+    assert httpx.get(f"{api_url}/docs").status_code == 200
+    assert httpx.get(f"{api_url}/redoc").status_code == 200
+    spec = httpx.get(f"{api_url}/openapi.json").json()
+    ids = {op["operationId"] for path in spec["paths"].values() for op in path.values()}
+    assert {"create_chat_completion", "list_models", "register_model", "rollback", "infer", "health"} <= ids
