@@ -146,3 +146,6 @@ def pipeline(
         )
     for q, g in (result["export"] or {}).get("ggufs", {}).items():
         out.print(f"{q}: {out_dir / 'export' / g['file']} (parity {g['parity']['agreement']:.3f})")
+    if result.get("registered"):
+        key = result["registered"]["key"]
+        out.print(f"registered {key}: serve it with `forgeflow serve --model {key}`")

@@ -51,6 +51,11 @@ class FinetuneParams(BaseModel):
     stop_after: Literal["train", "evaluate", "export"] = "export"
     pause_timeout_seconds: int = Field(86_400, ge=60, le=30 * 86_400)
     dry_run: bool = Field(False, description="check inputs and settings; train nothing")
+    register_as: str | None = Field(
+        "forgeflow",
+        pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$",
+        description="registry name for the exported model (a new version each time); None: skip",
+    )
 
 
 @task(name="record-lineage", retries=0, cache_policy=NO_CACHE)
@@ -80,6 +85,31 @@ def record_lineage(
     }
     write_json(run / LINEAGE, lineage)
     return lineage
+
+
+@task(name="register-model", retries=0, cache_policy=NO_CACHE)
+def register_model(out_dir: str, name: str, export: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """Add the export to the model registry as a new version of `name` (once per exported GGUF)."""
+    from core.registry import ModelNotFound, Registry
+
+    registry = Registry.from_settings(settings)
+    try:
+        exported = {g["sha256"] for g in export["ggufs"].values()}
+        try:
+            newest = registry.resolve(name)
+        except ModelNotFound:
+            newest = None
+        if (
+            newest is not None
+            and newest.artifacts.get("gguf")
+            and newest.artifacts["gguf"].sha256 in exported
+        ):
+            info = newest  # a retried run exported the same bytes: no new version
+        else:
+            info = registry.register(Path(out_dir) / EXPORT_DIR, name=name)
+        return {"key": info.key, "sha256": info.artifacts["gguf"].sha256, "aliases": info.aliases}
+    finally:
+        registry.close()
 
 
 @flow(name="finetune", log_prints=False)
@@ -115,6 +145,11 @@ def finetune_flow(params: FinetuneParams | None = None) -> dict[str, Any]:
         out = str(Path(params.out_dir) / EXPORT_DIR)
         result["export"] = export_task(params.out_dir, out, export_settings, params.data_dir)
     result["lineage"] = record_lineage(params.out_dir, train, result["evaluate"], result["export"])
+    if result["export"] is not None and params.register_as:
+        result["registered"] = register_model(params.out_dir, params.register_as, result["export"], settings)
+        logger.info(
+            "registered %s: serve it with `forgeflow serve --model %s`", *(result["registered"]["key"],) * 2
+        )
     return result
 
 

@@ -11,6 +11,7 @@ import pytest
 from prefect.settings import PREFECT_API_URL
 
 from core.files import file_sha256
+from core.registry import Registry
 from core.settings import get_settings
 from flows.finetune import FinetuneParams, finetune_flow
 from tasks.finetune import PROGRESS_KEY
@@ -137,6 +138,17 @@ def test_finetune_flow_trains_evaluates_exports_and_records_lineage(env: Path) -
     assert again.is_completed(), again.message
     assert again.result()["train"]["status"] == "cached"
     assert f16.stat().st_mtime_ns == stamp
+
+    # the export is in the registry once, with its lineage; the retried run added no version
+    assert result["registered"]["key"] == again.result()["registered"]["key"] == "forgeflow:1.0.0"
+    registry = Registry.from_settings(get_settings())
+    try:
+        info = registry.resolve("forgeflow")
+        assert registry.list(name="forgeflow").total == 1
+    finally:
+        registry.close()
+    assert info.source_commit == "a" * 40 and info.dataset_hash == lineage["dataset_hash"]
+    assert info.artifacts["gguf"].sha256 in {g["sha256"] for g in lineage["ggufs"].values()}
 
 
 def test_finetune_flow_without_a_dataset_fails_clearly(env: Path) -> None:
