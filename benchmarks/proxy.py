@@ -9,7 +9,9 @@ side talks to the very llama.cpp server process forgeflow started, so the only d
 the two sides is forgeflow's hop. Rounds alternate direct and proxied batches so that drift on a
 shared machine hits both. TTFT = time from sending the request to the first content chunk;
 tokens/s = completion tokens of the batch / wall time of the batch (greedy decoding, the same
-prompts, so both sides generate the same tokens).
+prompts, so both sides generate the same tokens). On a small machine give llama.cpp fewer threads
+than cores (--threads, default 1), or the proxy and the load generator steal its cores and the
+figure measures CPU contention rather than the proxy.
 """
 
 from __future__ import annotations
@@ -140,6 +142,9 @@ def main() -> int:
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    parser.add_argument(
+        "--threads", type=int, default=1, help="llama.cpp threads (0: all cores; 1 leaves a core for the API)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "proxy.json")
     args = parser.parse_args()
     prompts = (TOPICS * 10)[: args.prompts]
@@ -149,6 +154,7 @@ def main() -> int:
     env = os.environ | {
         "FORGEFLOW_HOME": str(work / "ws"),
         "FORGEFLOW_ALLOWED_ROOTS": json.dumps([str(work)]),
+        "FORGEFLOW_SERVE__N_THREADS": str(args.threads),
     }
     ref = args.model
     if args.model.endswith(".gguf"):
@@ -177,9 +183,17 @@ def main() -> int:
         for concurrency in args.concurrency:
             direct: list[dict[str, Any]] = []
             proxied: list[dict[str, Any]] = []
+            # alternate direct and proxied: whole batches, or single requests at concurrency 1, so
+            # that the machine's drift (2 shared cores) lands on both sides alike
+            # (shifted by one prompt, so that no request finds its own prompt in llama.cpp's cache)
+            if concurrency == 1:
+                pairs = [([prompts[i]], [prompts[i - 1]]) for i in range(len(prompts))]
+            else:
+                pairs = [(prompts, prompts)]
             for _ in range(args.rounds):
-                direct.append(asyncio.run(_batch(llama, key, prompts, concurrency, args.max_tokens)))
-                proxied.append(asyncio.run(_batch(proxy, key, prompts, concurrency, args.max_tokens)))
+                for mine, theirs in pairs:
+                    direct.append(asyncio.run(_batch(llama, key, mine, concurrency, args.max_tokens)))
+                    proxied.append(asyncio.run(_batch(proxy, key, theirs, concurrency, args.max_tokens)))
             d, p = _summary(direct), _summary(proxied)
             results[f"concurrency_{concurrency}"] = {
                 "direct": d,
@@ -201,6 +215,7 @@ def main() -> int:
         "max_tokens": args.max_tokens,
         "prompts": args.prompts,
         "rounds": args.rounds,
+        "llama_cpp_threads": args.threads,
         "goals": {"ttft_p50_overhead_ms": "<= 2", "tokens_per_s_ratio": ">= 0.97"},
         "results": results,
         "machine": {

@@ -334,8 +334,16 @@ class LlamaCppBackend:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         payload = {**body, "model": key}
         payload.pop("stream_options", None)  # llama_cpp.server ignores it; usage is ours to compute
-        # counted in a worker thread while llama.cpp evaluates the same prompt: no time to first token
-        counting = asyncio.ensure_future(asyncio.to_thread(_prompt_tokens, served.counter, body))
+        # counted in a worker thread once the first chunk is out, while llama.cpp generates the rest:
+        # nothing is added to the time to first token
+        counting: asyncio.Future[int] | None = None
+
+        def count() -> asyncio.Future[int]:
+            nonlocal counting
+            if counting is None:
+                counting = asyncio.ensure_future(asyncio.to_thread(_prompt_tokens, served.counter, body))
+            return counting
+
         tally = StreamTally()
         url = served.process.base_url + route
         request = self._client.build_request(
@@ -353,17 +361,19 @@ class LlamaCppBackend:
                 async for chunk in sse_chunks(key, resp, timeout):
                     tally.add(chunk)
                     yield chunk
+                    count()
             except httpx.TransportError as exc:
                 raise _unreachable(served, exc) from exc
             except BackendError:
                 if not tally.last:  # nothing came: a prompt too long for the context ends it that way
-                    await _refuse_if_too_long(key, counting, served.n_ctx)
+                    await _refuse_if_too_long(key, count(), served.n_ctx)
                 raise
             finally:
                 await resp.aclose()
-            prompt_tokens = await counting
+            prompt_tokens = await count()
         finally:
-            counting.cancel()
+            if counting is not None:
+                counting.cancel()
         if include_usage:
             max_tokens = body.get("max_tokens", default_max_tokens)
             completion_tokens = tally.length_limited(prompt_tokens, max_tokens, served.n_ctx)
