@@ -6,10 +6,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Annotated
 
-from core.registry import Registry
 from fastapi import Depends, Request
 
 from api.telemetry import Metrics, StatsBook
+from core.registry import Registry
 from core.serving.hub import Hub
 from core.settings import Settings
 

@@ -14,12 +14,12 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
-from core.registry import ModelInfo
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from api.deps import AppState
 from api.errors import ApiError, error_body, from_exception
+from core.registry import ModelInfo
 from core.serving.base import Backend, Json
 
 DONE = b"data: [DONE]\n\n"
