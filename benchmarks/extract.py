@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.config import ExtractConfig  # noqa: E402
-from tasks.extract import extract_dataset  # noqa: E402
+from tasks.extract.run import extract_dataset  # noqa: E402
 
 
 def make_repo(package: str, dest: Path) -> int:

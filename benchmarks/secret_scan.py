@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.extraction.secrets import SecretScanner  # noqa: E402
+from tasks.extract.secrets import SecretScanner  # noqa: E402
 
 
 def main() -> None:

@@ -30,8 +30,8 @@ import torch  # noqa: E402
 from core.base_models import load_tokenizer, materialize  # noqa: E402
 from core.config import TrainConfig  # noqa: E402
 from core.settings import get_settings  # noqa: E402
-from tasks.finetune import encode_split, finetune  # noqa: E402
-from tasks.training import ProgressCallback, build_model  # noqa: E402
+from tasks.finetune.run import encode_split, finetune  # noqa: E402
+from tasks.finetune.trainer import ProgressCallback, build_model  # noqa: E402
 
 
 def _throughput(events: list[tuple[float, dict[str, Any]]]) -> dict[str, float]:

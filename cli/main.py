@@ -81,8 +81,8 @@ def monitor(
 ) -> None:
     """Should this repository's assistant be retrained? (or record a training with --mark-trained)"""
     from core.repos import resolve_repo
-    from tasks.monitor import check_repo
-    from tasks.monitor import mark_trained as mark
+    from tasks.monitor.run import check_repo
+    from tasks.monitor.run import mark_trained as mark
 
     def body() -> None:
         settings = get_settings()
@@ -113,7 +113,7 @@ def extract(
 ) -> None:
     """Extract train/eval instruction samples from a repository's code, docs and history."""
     from core.repos import resolve_repo
-    from tasks.extract import extract_dataset
+    from tasks.extract.run import extract_dataset
 
     def body() -> dict[str, Any]:
         settings = get_settings()
@@ -162,7 +162,7 @@ def validate(
     """Check a dataset with Great Expectations; exit 1 naming the failed expectations."""
     from core.base_models import load_tokenizer
     from core.errors import ValidationFailed
-    from tasks.validate import failure_message, validate_dataset
+    from tasks.validate.run import failure_message, validate_dataset
 
     def body() -> None:
         settings = get_settings()

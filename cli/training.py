@@ -28,8 +28,8 @@ def finetune(
     overwrite: Annotated[bool, typer.Option(help="discard a previous run in --out")] = False,
 ) -> None:
     """Train a LoRA/PiSSA/DoRA adapter on the dataset (peft + trl on CPU, unsloth on CUDA)."""
-    from tasks.finetune import finetune as train
-    from tasks.finetune import load_profile
+    from tasks.finetune.run import finetune as train
+    from tasks.finetune.run import load_profile
 
     def body() -> Any:
         settings = get_settings()
@@ -69,7 +69,7 @@ def evaluate(
 ) -> None:
     """Tuned vs base on the eval split: NLL, perplexity, exact match and ROUGE-L; exit 1 if not better."""
     from core.errors import ValidationFailed
-    from tasks.evaluate import evaluate_model
+    from tasks.evaluate.run import evaluate_model
 
     def body() -> dict[str, Any]:
         settings = get_settings()
@@ -94,7 +94,7 @@ def export_gguf(
     data: Annotated[Path | None, typer.Option("--data", help="dataset: eval prompts for parity")] = None,
 ) -> None:
     """Merge the adapter, write GGUF f16 and quantized files, check parity with llama.cpp."""
-    from tasks.export import export_model
+    from tasks.export.run import export_model
 
     def body() -> dict[str, Any]:
         settings = get_settings()

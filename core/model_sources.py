@@ -19,9 +19,9 @@ from core.files import display
 from core.gguf_check import validate_gguf
 from core.registry_errors import PathNotAllowed
 
-EXPORT_MANIFEST = "export.json"  # tasks.export_report.REPORT_JSON (core does not import tasks)
+EXPORT_MANIFEST = "export.json"  # tasks.export.report.REPORT_JSON (core does not import tasks)
 LINEAGE = "lineage.json"  # flows.finetune.LINEAGE
-EVAL_REPORT = "eval.json"  # tasks.evaluate.REPORT_JSON
+EVAL_REPORT = "eval.json"  # tasks.evaluate.run.REPORT_JSON
 QUANT_PREFERENCE = ("q4_k_m", "q8_0", "f16")  # best served quality per byte first
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")  # loading one runs code
 _NAME_CHARS = re.compile(r"[^a-z0-9._-]+")

@@ -51,7 +51,7 @@ def model_files(model_dir: Path) -> list[Path]:
 def dir_sha256(model_dir: Path) -> str:
     """Content hash of a model directory: relative path and sha256 of each kept file.
 
-    For a flat directory this equals `tasks.merge.dir_sha256`.
+    For a flat directory this equals `tasks.export.merge.dir_sha256`.
     """
     h = hashlib.sha256()
     for file in model_files(model_dir):

@@ -21,12 +21,12 @@ from core.config import Method, Quant
 from core.errors import InputError, ValidationFailed
 from core.files import file_sha256
 from core.settings import Settings, get_settings
-from tasks.evaluate import evaluate_task
-from tasks.export import export_task
-from tasks.finetune import load_profile, train_task
-from tasks.train_run import CHECKPOINTS, RUN_STATE, FinetuneReport
-from tasks.training import complete_checkpoints
-from tasks.validate import validate_task
+from tasks.evaluate.run import evaluate_task
+from tasks.export.run import export_task
+from tasks.finetune.run import load_profile, train_task
+from tasks.finetune.checkpoints import CHECKPOINTS, RUN_STATE, FinetuneReport
+from tasks.finetune.trainer import complete_checkpoints
+from tasks.validate.run import validate_task
 
 LINEAGE = "lineage.json"
 EXPORT_DIR = "export"

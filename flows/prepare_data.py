@@ -11,9 +11,9 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.settings import get_settings
-from tasks.extract import extract_task
-from tasks.monitor import check_repo_task, resolve_repo_task
-from tasks.validate import validate_task
+from tasks.extract.run import extract_task
+from tasks.monitor.run import check_repo_task, resolve_repo_task
+from tasks.validate.run import validate_task
 
 PROGRESS_KEY = "prepare-data-progress"
 

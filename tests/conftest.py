@@ -52,7 +52,7 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path
 @pytest.fixture(scope="session")
 def tiny_gguf(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path) -> Path:
     """The tiny llama as an f16 GGUF (with the SmolLM2 chat template): what the serving tests serve."""
-    from tasks.convert import convert_to_gguf
+    from tasks.export.convert import convert_to_gguf
 
     target = tmp_path_factory.mktemp("gguf") / "tiny-f16.gguf"
     convert_to_gguf(tiny_base, target, name="tiny")

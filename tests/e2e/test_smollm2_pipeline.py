@@ -9,9 +9,9 @@ import pytest
 
 from core.config import EvalConfig, ExportConfig
 from core.gguf_check import inspect_gguf
-from tasks.evaluate import evaluate_model
-from tasks.export import export_model
-from tasks.finetune import finetune, load_profile
+from tasks.evaluate.run import evaluate_model
+from tasks.export.run import export_model
+from tasks.finetune.run import finetune, load_profile
 
 _QA = [
     ("Where is `load_profile` defined?", "`load_profile` is defined in tasks/finetune.py."),

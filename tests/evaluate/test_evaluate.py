@@ -16,9 +16,9 @@ from core.config import EvalConfig
 from core.errors import InputError
 from core.settings import Settings, get_settings
 from core.trained import load_base
-from tasks import evaluate as evaluate_module
-from tasks.evaluate import ARTIFACT_KEY, evaluate_model, evaluate_task, load_eval_set, main, score_nll
-from tasks.generation_check import exact_match, normalize_answer, rouge_l_f1, select_prompts
+from tasks.evaluate import run as evaluate_module
+from tasks.evaluate.run import ARTIFACT_KEY, evaluate_model, evaluate_task, load_eval_set, main, score_nll
+from tasks.evaluate.generation import exact_match, normalize_answer, rouge_l_f1, select_prompts
 
 CFG = EvalConfig(batch_size=3, generation_samples=2, max_new_tokens=16)
 QUICK = EvalConfig(max_samples=3, generation_samples=0)  # NLL on three samples, no generation
@@ -283,7 +283,7 @@ def test_a_max_length_that_cuts_every_answer_is_refused(
 
 @pytest.fixture
 def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
-    """`python -m tasks.evaluate` settings: a temp workspace, quick evaluation."""
+    """`python -m tasks.evaluate.run` settings: a temp workspace, quick evaluation."""
     monkeypatch.setenv("FORGEFLOW_CONFIG", str(tmp_path / "none.yaml"))
     monkeypatch.setenv("FORGEFLOW_HOME", str(tmp_path / "ws"))
     monkeypatch.setenv("FORGEFLOW_EVALUATE__MAX_SAMPLES", "3")

@@ -15,8 +15,8 @@ import pytest
 
 from core.chat_template import Message
 from core.config import ExportConfig
-from tasks.export import export_model
-from tasks.parity import BUILTIN_PROMPTS
+from tasks.export.run import export_model
+from tasks.export.parity import BUILTIN_PROMPTS
 from tests.tinymodel import make_tiny_base, make_tiny_run, recite
 
 ANSWERS = (

@@ -16,11 +16,11 @@ from core.errors import InputError
 from core.gguf_check import inspect_gguf, validate_gguf
 from core.settings import Settings, get_settings
 from core.trained import load_tuned, read_run
-from tasks import export as export_module
-from tasks.convert import ExportFailed, convert_to_gguf, output_tail
-from tasks.export import ParityFailed, export_model, export_task, main
-from tasks.merge import merge_adapter
-from tasks.parity import parity_conversations
+from tasks.export import run as export_module
+from tasks.export.convert import ExportFailed, convert_to_gguf, output_tail
+from tasks.export.run import ParityFailed, export_model, export_task, main
+from tasks.export.merge import merge_adapter
+from tasks.export.parity import parity_conversations
 from tests.export.conftest import ANSWERS, CONVERSATIONS
 from tests.tinymodel import make_tiny_base, make_tiny_run
 

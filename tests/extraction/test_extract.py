@@ -10,7 +10,7 @@ import pytest
 from core.config import ExtractConfig
 from core.errors import InputError
 from core.schemas import Sample
-from tasks.extract import extract_dataset
+from tasks.extract.run import extract_dataset
 from tests.gitrepo import commit, git
 
 AWS_KEY = "AKIAIOSFODNN7EXAMPLQ"

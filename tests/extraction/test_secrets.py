@@ -11,7 +11,7 @@ import warnings
 
 import pytest
 
-from tasks.extraction.secrets import SECRET_PATTERNS, Finding, SecretScanner
+from tasks.extract.secrets import SECRET_PATTERNS, Finding, SecretScanner
 
 _RNG = random.Random(20240611)
 _ALNUM = string.ascii_letters + string.digits

@@ -6,8 +6,8 @@ import textwrap
 
 import pytest
 
-from tasks.extraction.symbols import Symbol
-from tasks.extraction.treesitter import LANG_BY_SUFFIX, extract_symbols
+from tasks.extract.symbols import Symbol
+from tasks.extract.treesitter.languages import LANG_BY_SUFFIX, extract_symbols
 
 
 def parse(source: str, lang: str) -> list[Symbol]:

@@ -12,9 +12,9 @@ import torch
 from core.config import TrainConfig
 from core.errors import InputError
 from core.trained import load_tuned, read_run
-from tasks.finetune import encode_split, finetune, load_profile
-from tasks.train_run import FinetuneReport, request_pause
-from tasks.training import complete_checkpoints
+from tasks.finetune.run import encode_split, finetune, load_profile
+from tasks.finetune.checkpoints import FinetuneReport, request_pause
+from tasks.finetune.trainer import complete_checkpoints
 
 
 def _cfg(**kw: Any) -> TrainConfig:
@@ -152,7 +152,7 @@ def test_pissa_is_saved_as_a_lora_the_original_base_can_take(
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    from tasks.training import build_model
+    from tasks.finetune.trainer import build_model
 
     cfg = _cfg(method="pissa", max_steps=4, save_steps=4, dropout=0.0, alpha=8)
     out = tmp_path / "run"
@@ -199,7 +199,7 @@ def test_bad_inputs_are_clear_errors(dataset: Path, tiny_base: Path, cache_dir: 
 
 @pytest.mark.parametrize("profile", ["cpu-quick", "cpu-full", "gpu-standard"])
 def test_shipped_profiles_load_and_start_with_their_command(profile: str) -> None:
-    from tasks.finetune import PROFILES_DIR
+    from tasks.finetune.run import PROFILES_DIR
 
     cfg = load_profile(profile, max_steps=3)
     assert cfg.max_steps == 3
@@ -214,7 +214,7 @@ def test_assistant_only_lm_head_gives_trl_s_loss(
     from datasets import Dataset
 
     from core.base_models import load_tokenizer
-    from tasks.training import ForgeflowTrainer, build_model, sft_config
+    from tasks.finetune.trainer import ForgeflowTrainer, build_model, sft_config
 
     cfg = _cfg()
     tok = load_tokenizer(str(tiny_base), cache_dir)

@@ -14,7 +14,7 @@ from core.files import file_sha256
 from core.registry import Registry
 from core.settings import get_settings
 from flows.finetune import FinetuneParams, finetune_flow
-from tasks.finetune import PROGRESS_KEY
+from tasks.finetune.run import PROGRESS_KEY
 from tests.tinymodel import make_tiny_base, recite
 
 _NAMES = [

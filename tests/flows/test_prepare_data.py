@@ -80,7 +80,7 @@ def test_failed_validation_fails_the_run_naming_the_expectation(env: Path, make_
 
 def test_only_if_changed_stops_after_the_monitor_when_up_to_date(env: Path, make_repo) -> None:
     from core.repos import resolve_repo
-    from tasks.monitor import mark_trained
+    from tasks.monitor.run import mark_trained
 
     repo = make_repo({f"inventory/m{i}.py": _module(i) for i in range(3)})
     head = commit(repo, {"inventory/extra.py": _module(99)}, "Add the extra inventory module")

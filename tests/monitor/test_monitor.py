@@ -14,7 +14,7 @@ from core.config import MonitorConfig
 from core.errors import ForgeflowError, InputError
 from core.repos import RepoHandle, resolve_repo
 from core.settings import Settings
-from tasks.monitor import check_repo, last_trained_commit, mark_trained, monitor_repo_task, state_path
+from tasks.monitor.run import check_repo, last_trained_commit, mark_trained, monitor_repo_task, state_path
 from tests.conftest import commit, git
 
 # Thresholds high enough that no rule fires unless a test lowers one.

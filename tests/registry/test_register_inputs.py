@@ -125,7 +125,7 @@ def test_a_missing_path_or_a_file_that_is_no_model_is_refused(registry: Registry
 
 
 def _export_dir(run: Path, make_gguf: Callable[..., Path], quants: dict[str, bool]) -> Path:
-    """An export directory like tasks.export writes: model-<quant>.gguf files and export.json."""
+    """An export directory like tasks.export.run writes: model-<quant>.gguf files and export.json."""
     export = run / "export"
     export.mkdir(parents=True)
     ggufs = {}

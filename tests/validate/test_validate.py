@@ -14,7 +14,7 @@ from core.base_models import load_tokenizer
 from core.config import ValidateConfig
 from core.errors import InputError
 from core.settings import Settings, get_settings
-from tasks.validate import (
+from tasks.validate.run import (
     ValidationReport,
     failure_message,
     main,
@@ -253,7 +253,7 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, forgeflow_home: Pat
 
 def test_main_exits_0_when_the_dataset_passes(cli_env: Path, caplog: pytest.LogCaptureFixture) -> None:
     write_dataset(cli_env / "data" / "dataset", make_dataset())
-    with caplog.at_level(logging.INFO, logger="tasks.validate"):
+    with caplog.at_level(logging.INFO, logger="tasks.validate.run"):
         assert main(["data/dataset"]) == 0
     assert "validation passed: 28 samples" in caplog.text
     assert (cli_env / "data" / "dataset" / "validation.json").is_file()
@@ -263,7 +263,7 @@ def test_main_exits_1_and_logs_the_failed_expectations(
     cli_env: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     write_dataset(cli_env / "ds", make_dataset(n_train=5, n_eval=1))
-    with caplog.at_level(logging.INFO, logger="tasks.validate"):
+    with caplog.at_level(logging.INFO, logger="tasks.validate.run"):
         assert main(["ds"]) == 1
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert errors == ["validation failed: min_samples (6 valid samples < 20)"]

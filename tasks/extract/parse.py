@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from core.config import ExtractConfig
-from tasks.extraction import docs, python_ast, treesitter
-from tasks.extraction.dedup import dedup_text, sample_keys, signatures
-from tasks.extraction.files import content_skip_reason
-from tasks.extraction.samples import section_samples, symbol_samples
-from tasks.extraction.secrets import SecretScanner
+from tasks.extract import docs, python_ast
+from tasks.extract.treesitter import languages as treesitter
+from tasks.extract.dedup import dedup_text, sample_keys, signatures
+from tasks.extract.files import content_skip_reason
+from tasks.extract.samples import section_samples, symbol_samples
+from tasks.extract.secrets import SecretScanner
 
 # Bump when the output of process_file changes, so cached results are not reused.
 PARSER_VERSION = "7"

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from core.config import EvalConfig
-from tasks.generation_check import METRICS, Prompt
+from tasks.evaluate.generation import METRICS, Prompt
 
 REPORT_MD = "eval.md"
 _EXAMPLE_CHARS = 400

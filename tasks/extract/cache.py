@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from tasks.extraction.dedup import NUM_PERM
+from tasks.extract.dedup import NUM_PERM
 
 
 class ResultCache:

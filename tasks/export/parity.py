@@ -58,7 +58,7 @@ def parity_conversations(eval_data: Path | None, n: int) -> list[list[Message]]:
     """
     if eval_data is None:
         return [[{"role": "user", "content": p}] for p in BUILTIN_PROMPTS[:n]]
-    from tasks.evaluate import load_eval_set  # one reader of the eval split, one sample order
+    from tasks.evaluate.run import load_eval_set  # one reader of the eval split, one sample order
 
     conversations = []
     for messages in load_eval_set(eval_data).conversations():

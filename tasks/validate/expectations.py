@@ -1,6 +1,6 @@
 """The Great Expectations suite a flattened dataset must pass, run in memory, results in plain words.
 
-Two frames come in (built by `tasks.validate`):
+Two frames come in (built by `tasks.validate.run`):
 - `lines`: one row per non-blank JSONL line: `file`, `line`, `schema_error` (None when it parses);
 - `samples`: one row per line that parses as a Sample: `file`, `line`, `file_split`, `split`, `task`,
   `source_path`, `lang`, `roles`, `prompt`, `answer`, `min_content_chars`, `tokens`,

@@ -19,15 +19,15 @@ from core import atomic
 from core.config import ExtractConfig
 from core.errors import InputError
 from core.settings import Settings
-from tasks.extraction import history
-from tasks.extraction.assemble import assemble
-from tasks.extraction.blobs import BlobReader
-from tasks.extraction.cache import ResultCache
-from tasks.extraction.dedup import dedup_text, sample_keys, signatures
-from tasks.extraction.files import classify, ignore_matcher, list_tree, symlink_leaves_repo
-from tasks.extraction.parse import PARSER_VERSION, FileResult, process_file
-from tasks.extraction.samples import commit_sample
-from tasks.extraction.secrets import SecretScanner
+from tasks.extract import history
+from tasks.extract.assemble import assemble
+from tasks.extract.blobs import BlobReader
+from tasks.extract.cache import ResultCache
+from tasks.extract.dedup import dedup_text, sample_keys, signatures
+from tasks.extract.files import classify, ignore_matcher, list_tree, symlink_leaves_repo
+from tasks.extract.parse import PARSER_VERSION, FileResult, process_file
+from tasks.extract.samples import commit_sample
+from tasks.extract.secrets import SecretScanner
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -240,13 +240,13 @@ def extract_task(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m tasks.extract --repo . --out data/dataset` (the DVC stage); exit 0, or 2 on bad input."""
+    """`python -m tasks.extract.run --repo . --out data/dataset` (the DVC stage); exit 0, or 2 on bad input."""
     import argparse
 
     from core.repos import resolve_repo
     from core.settings import get_settings
 
-    parser = argparse.ArgumentParser(prog="python -m tasks.extract", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tasks.extract.run", description=main.__doc__)
     parser.add_argument("--repo", default=".")
     parser.add_argument("--out", default="data/dataset", type=Path)
     parser.add_argument("--rev", default="HEAD")

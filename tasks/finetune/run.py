@@ -32,7 +32,7 @@ from core.errors import InputError
 from core.files import file_sha256
 from core.settings import Settings
 from core.trained import MANIFEST
-from tasks.train_run import (
+from tasks.finetune.checkpoints import (
     CHECKPOINTS,
     PAUSE_FILE,
     PISSA_INIT,
@@ -48,7 +48,7 @@ from tasks.train_run import (
 
 log = logging.getLogger(__name__)
 
-PROFILES_DIR = Path(__file__).resolve().parents[1] / "configs" / "train"
+PROFILES_DIR = Path(__file__).resolve().parents[2] / "configs" / "train"
 PROGRESS_KEY = "training-progress"
 
 
@@ -115,7 +115,7 @@ def finetune(
     should_pause: Callable[[], bool] | None = None,
 ) -> FinetuneReport:
     """Train an adapter on `data_dir/train.jsonl`; returns what happened (completed, paused or cached)."""
-    from tasks.training import clear_staging, complete_checkpoints, select_backend
+    from tasks.finetune.trainer import clear_staging, complete_checkpoints, select_backend
 
     train_file = data_dir / "train.jsonl"
     if not train_file.is_file():
@@ -172,7 +172,7 @@ def _train(
     from datasets import Dataset
     from transformers import PrinterCallback
 
-    from tasks.training import ForgeflowTrainer, ProgressCallback, build_model, sft_config, torch_dtype
+    from tasks.finetune.trainer import ForgeflowTrainer, ProgressCallback, build_model, sft_config, torch_dtype
 
     pause_file = out_dir / PAUSE_FILE
 
@@ -273,12 +273,12 @@ def train_task(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m tasks.finetune` (the DVC stage): exit 0 trained (or already), 2 bad input."""
+    """`python -m tasks.finetune.run` (the DVC stage): exit 0 trained (or already), 2 bad input."""
     import argparse
 
     from core.settings import get_settings
 
-    parser = argparse.ArgumentParser(prog="python -m tasks.finetune", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tasks.finetune.run", description=main.__doc__)
     parser.add_argument("--data", type=Path, required=True, help="dataset directory with train.jsonl")
     parser.add_argument("--out", type=Path, required=True, help="run directory")
     parser.add_argument("--profile", default="cpu-quick", help="profile name under configs/train or a YAML")

@@ -7,7 +7,7 @@ from typing import Any
 
 from core.config import DEFAULT_AGREEMENT, ExportConfig
 from core.trained import TrainedRun
-from tasks.parity import Parity
+from tasks.export.parity import Parity
 
 REPORT_JSON = "export.json"
 REPORT_MD = "export.md"

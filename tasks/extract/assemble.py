@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from core.config import ExtractConfig
-from tasks.extraction.dedup import near_duplicates
+from tasks.extract.dedup import near_duplicates
 
 Sample = dict[str, Any]
 

@@ -28,7 +28,7 @@ from core.files import display
 from core.schemas import Sample, sample_lines
 from core.settings import Settings
 from core.trained import load_tuned, read_run
-from tasks.evaluation_report import (
+from tasks.evaluate.report import (
     REPORT_MD,
     ModelScores,
     NllScore,
@@ -36,7 +36,7 @@ from tasks.evaluation_report import (
     render_report_markdown,
     summary_line,
 )
-from tasks.generation_check import Prompt, score_generations, select_prompts
+from tasks.evaluate.generation import Prompt, score_generations, select_prompts
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, float], None]  # (stage, fraction of the whole evaluation done)
@@ -71,7 +71,7 @@ def evaluate_model(
         progress: called with (stage, fraction done) as batches and generations finish.
 
     Returns:
-        The report written to eval.json (see tasks.evaluation_report.build_report).
+        The report written to eval.json (see tasks.evaluate.report.build_report).
 
     Raises:
         InputError: `model_dir` is not a finetune run, or `data_dir` has no usable eval split.
@@ -206,12 +206,12 @@ def evaluate_task(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m tasks.evaluate --model DIR --data DIR` (DVC stage): exit 0 passed, 1 not, 2 bad input."""
+    """`python -m tasks.evaluate.run --model DIR --data DIR` (DVC stage): exit 0 passed, 1 not, 2 bad input."""
     import argparse
 
     from core.settings import get_settings
 
-    parser = argparse.ArgumentParser(prog="python -m tasks.evaluate", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tasks.evaluate.run", description=main.__doc__)
     parser.add_argument(
         "--model", type=Path, required=True, help="finetune run directory (train.json, adapter/)"
     )

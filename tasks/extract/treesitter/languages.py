@@ -11,8 +11,8 @@ import importlib
 
 from tree_sitter import Language, Node, Parser
 
-from tasks.extraction.symbols import Symbol, SymbolKind
-from tasks.extraction.treesitter_walk import Handler, Scope, Walker, base_type_name, first_named
+from tasks.extract.symbols import Symbol, SymbolKind
+from tasks.extract.treesitter.walk import Handler, Scope, Walker, base_type_name, first_named
 
 LANG_BY_SUFFIX: dict[str, str] = {
     ".js": "javascript", ".mjs": "javascript", ".cjs": "javascript", ".jsx": "javascript",

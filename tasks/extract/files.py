@@ -10,7 +10,7 @@ from pathlib import Path
 import pathspec
 
 from core.config import ExtractConfig
-from tasks.extraction.treesitter import LANG_BY_SUFFIX
+from tasks.extract.treesitter.languages import LANG_BY_SUFFIX
 
 SUFFIX_LANG: dict[str, str] = {
     ".py": "python",

@@ -7,7 +7,7 @@ import inspect
 import warnings
 from typing import cast
 
-from tasks.extraction.symbols import Symbol
+from tasks.extract.symbols import Symbol
 
 _DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 

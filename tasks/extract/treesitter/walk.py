@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 from tree_sitter import Node
 
-from tasks.extraction.symbols import Symbol, SymbolKind
-from tasks.extraction.treesitter_text import clean_comments, cut_spans, is_go_directive, tidy_signature
+from tasks.extract.symbols import Symbol, SymbolKind
+from tasks.extract.treesitter.text import clean_comments, cut_spans, is_go_directive, tidy_signature
 
 _COMMENTS = frozenset({"comment", "line_comment", "block_comment"})
 _SIG_NOISE = _COMMENTS | {"decorator", "marker_annotation", "annotation"}  # kept in code, not in signature

@@ -23,8 +23,8 @@ from core.errors import InputError, ValidationFailed
 from core.files import display
 from core.schemas import Sample, sample_lines
 from core.settings import Settings
-from tasks.extraction.secrets import SECRET_PATTERNS
-from tasks.validation_suite import ExpectationResult, run_expectations
+from tasks.extract.secrets import SECRET_PATTERNS
+from tasks.validate.expectations import ExpectationResult, run_expectations
 
 log = logging.getLogger(__name__)
 
@@ -179,12 +179,12 @@ def validate_task(dataset_dir: str, settings: Settings) -> ValidationReport:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m tasks.validate DIR` (the DVC stage): exit 0 passed, 1 failed, 2 bad input."""
+    """`python -m tasks.validate.run DIR` (the DVC stage): exit 0 passed, 1 failed, 2 bad input."""
     import argparse
 
     from core.settings import get_settings
 
-    parser = argparse.ArgumentParser(prog="python -m tasks.validate", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tasks.validate.run", description=main.__doc__)
     parser.add_argument("dataset_dir", type=Path, help="directory with train.jsonl and eval.jsonl")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -29,8 +29,8 @@ from core.files import display, file_sha256
 from core.gguf_check import inspect_gguf
 from core.settings import Settings
 from core.trained import ADAPTER_DIR, MANIFEST, TrainedRun, read_run
-from tasks import parity as par
-from tasks.convert import (
+from tasks.export import parity as par
+from tasks.export.convert import (
     ExportFailed,
     convert_to_gguf,
     quantize_gguf,
@@ -38,7 +38,7 @@ from tasks.convert import (
     tool_versions,
     write_checksum,
 )
-from tasks.export_report import (
+from tasks.export.report import (
     REPORT_JSON,
     REPORT_MD,
     build_manifest,
@@ -46,7 +46,7 @@ from tasks.export_report import (
     parity_failure_message,
     render_report_markdown,
 )
-from tasks.merge import dir_sha256, merge_adapter
+from tasks.export.merge import dir_sha256, merge_adapter
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, float], None]  # (stage, fraction of the whole export done)
@@ -268,12 +268,12 @@ def export_task(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m tasks.export --model DIR --out DIR`: exit 0 exported, 1 failed, 2 bad input."""
+    """`python -m tasks.export.run --model DIR --out DIR`: exit 0 exported, 1 failed, 2 bad input."""
     import argparse
 
     from core.settings import get_settings
 
-    parser = argparse.ArgumentParser(prog="python -m tasks.export", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tasks.export.run", description=main.__doc__)
     parser.add_argument("--model", type=Path, required=True, help="finetune output or HF model directory")
     parser.add_argument("--out", type=Path, required=True, help="where merged/, the GGUFs and reports go")
     parser.add_argument("--data", type=Path, help="dataset directory; its eval split gives parity prompts")

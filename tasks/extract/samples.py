@@ -6,9 +6,9 @@ import zlib
 from typing import Any
 
 from core.config import ExtractConfig
-from tasks.extraction.docs import Section
-from tasks.extraction.history import Commit
-from tasks.extraction.symbols import Symbol
+from tasks.extract.docs import Section
+from tasks.extract.history import Commit
+from tasks.extract.symbols import Symbol
 
 FENCE = {
     "python": "python",
