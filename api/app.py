@@ -34,8 +34,8 @@ def forgeflow_version() -> str:
 
 def default_backends(settings: Settings) -> dict[str, Backend]:
     """The embedded llama.cpp pool, an Ollama client, and the in-process embedder."""
-    from core.serving.llamacpp import LlamaCppBackend
-    from core.serving.ollama import OllamaBackend
+    from core.serving.llamacpp.backend import LlamaCppBackend
+    from core.serving.ollama.backend import OllamaBackend
 
     return {
         "llamacpp": LlamaCppBackend(settings.serve, settings.home / "logs" / "serving"),

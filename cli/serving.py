@@ -97,7 +97,7 @@ def deploy(
 async def _deploy_to_ollama(settings: Settings, ref: str) -> dict[str, Any]:
     from core.registry import Registry
     from core.serving.hub import Hub
-    from core.serving.ollama import OllamaBackend
+    from core.serving.ollama.backend import OllamaBackend
 
     registry = Registry.from_settings(settings)
     backend = OllamaBackend(settings.ollama_url, settings.serve.request_timeout_s)

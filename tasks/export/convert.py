@@ -17,7 +17,7 @@ from pathlib import Path
 from core.atomic import write_text
 from core.errors import ForgeflowError
 from core.files import display
-from core.gguf_check import CorruptGGUF, GGUFSummary, check_loads, inspect_gguf
+from core.gguf import CorruptGGUF, GGUFSummary, check_loads, inspect_gguf
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from core.base_models import materialize
 from core.config import ExportConfig, Quant
 from core.errors import ForgeflowError, InputError, ValidationFailed
 from core.files import display, file_sha256
-from core.gguf_check import inspect_gguf
+from core.gguf import inspect_gguf
 from core.settings import Settings
 from core.trained import ADAPTER_DIR, MANIFEST, TrainedRun, read_run
 from tasks.export import parity as par

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from core.config import EvalConfig, ExportConfig
-from core.gguf_check import inspect_gguf
+from core.gguf import inspect_gguf
 from tasks.evaluate.run import evaluate_model
 from tasks.export.run import export_model
 from tasks.finetune.run import finetune, load_profile

@@ -13,7 +13,7 @@ import pytest
 
 from core.config import DEFAULT_AGREEMENT, ExportConfig
 from core.errors import InputError
-from core.gguf_check import inspect_gguf, validate_gguf
+from core.gguf import inspect_gguf, validate_gguf
 from core.settings import Settings, get_settings
 from core.trained import load_tuned, read_run
 from tasks.export import run as export_module

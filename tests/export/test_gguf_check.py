@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from core.errors import InputError
-from core.gguf_check import CorruptGGUF, inspect_gguf, validate_gguf
+from core.gguf import CorruptGGUF, inspect_gguf, validate_gguf
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect
 
-from core.migrations import SCRIPT_LOCATION, alembic_config
+from core.registry.migrations import SCRIPT_LOCATION, alembic_config
 from core.registry import Registry
-from core.registry_schema import Base
+from core.registry.tables import Base
 
 
 def _open(tmp_path: Path) -> Registry:

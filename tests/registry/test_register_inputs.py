@@ -11,7 +11,7 @@ import pytest
 
 from core.errors import InputError
 from core.files import file_sha256
-from core.gguf_check import CorruptGGUF
+from core.gguf import CorruptGGUF
 from core.registry import ModelNotFound, PathNotAllowed, Registry
 from core.settings import Settings
 

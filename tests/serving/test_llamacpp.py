@@ -28,7 +28,7 @@ from core.serving.base import (
     ServedModel,
     UpstreamRejected,
 )
-from core.serving.llamacpp import LlamaCppBackend
+from core.serving.llamacpp.backend import LlamaCppBackend
 
 T = TypeVar("T")
 KEY = "tiny:1"

@@ -17,8 +17,8 @@ from core.chat_template import ollama_template, render, render_template
 from core.errors import InputError
 from core.files import file_sha256
 from core.serving.base import Backend, BackendUnavailable, NotDeployed, ServedModel, UpstreamRejected
-from core.serving.modelfile import gguf_chat
-from core.serving.ollama import OllamaBackend
+from core.serving.ollama.modelfile import gguf_chat
+from core.serving.ollama.backend import OllamaBackend
 from tests.ollama_server import OllamaServer, running_ollama
 
 pytestmark = pytest.mark.anyio

@@ -9,9 +9,9 @@ A non-stream request that runs past request_timeout_s gets its server killed (an
 the background): llama_cpp.server never notices that a non-stream client left, and it serves one
 request at a time, so the abandoned generation would hold up every request behind it. A stream
 stops upstream as soon as it is closed. Stream usage (llama_cpp.server sends none): prompt tokens
-are counted in this process, while the stream starts, by `core.serving.llamacpp_tokens` (the
+are counted in this process, while the stream starts, by `core.serving.llamacpp.tokens` (the
 server's own formatter and tokenizer on a vocab-only load of the GGUF); completion tokens are
-tallied from the stream (`core.serving.llamacpp_replies`).
+tallied from the stream (`core.serving.llamacpp.replies`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import orjson
 from core.config import ServeConfig
 from core.errors import InputError
 from core.files import file_sha256
-from core.gguf_check import inspect_gguf
+from core.gguf import inspect_gguf
 from core.serving.base import (
     BackendError,
     BackendUnavailable,
@@ -44,8 +44,8 @@ from core.serving.base import (
     ServedModel,
     UpstreamRejected,
 )
-from core.serving.llamacpp_replies import StreamTally, raise_for_status, sse_chunks, usage_chunk
-from core.serving.llamacpp_tokens import TokenCounter
+from core.serving.llamacpp.replies import StreamTally, raise_for_status, sse_chunks, usage_chunk
+from core.serving.llamacpp.tokens import TokenCounter
 from core.serving.process import PortTaken, ServerProcess, meaningful_line
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 Rows live in SQLite by default (WAL and a busy timeout, so the API and CLI processes share it) or
 any SQLAlchemy URL (FORGEFLOW_DATABASE_URL); artifacts live in a content-addressed store (see
-`core.model_store`). Only pydantic snapshots (`ModelInfo`) leave this module, never ORM rows.
+`core.registry.store`). Only pydantic snapshots (`ModelInfo`) leave this module, never ORM rows.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import InputError
-from core.model_sources import EMBEDDED, allowed_path, embedded_source, inspect_source
-from core.model_store import ModelStore, Staged, describe_in_place
-from core.registry_db import WRITE, open_engine
-from core.registry_errors import AlreadyExists, ModelNotFound, PathNotAllowed
-from core.registry_models import (
+from core.registry.sources import EMBEDDED, allowed_path, embedded_source, inspect_source
+from core.registry.store import ModelStore, Staged, describe_in_place
+from core.registry.db import WRITE, open_engine
+from core.registry.errors import AlreadyExists, ModelNotFound, PathNotAllowed
+from core.registry.snapshots import (
     LATEST,
     RESERVOIR,
     STATES,
@@ -36,20 +36,10 @@ from core.registry_models import (
     next_version,
     to_info,
 )
-from core.registry_queries import aliases_of, find_row, not_found, point_alias, store_entries
-from core.registry_schema import Alias, Flag, ModelVersion, utcnow
+from core.registry.queries import aliases_of, find_row, not_found, point_alias, store_entries
+from core.registry.tables import Alias, Flag, ModelVersion, utcnow
 from core.settings import Settings
 
-__all__ = [
-    "AlreadyExists",
-    "ArtifactRef",
-    "ModelInfo",
-    "ModelNotFound",
-    "Page",
-    "PathNotAllowed",
-    "Registry",
-    "Stats",
-]
 
 _ACTIVE = "active_version_id"
 EMBEDDED_VERSION = "1.0.0"

@@ -8,10 +8,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.model_sources import EMBEDDED
-from core.registry_errors import ModelNotFound
-from core.registry_models import SEMVER
-from core.registry_schema import Alias, ModelVersion
+from core.registry.sources import EMBEDDED
+from core.registry.errors import ModelNotFound
+from core.registry.snapshots import SEMVER
+from core.registry.tables import Alias, ModelVersion
 
 
 def find_row(s: Session, ref: str, *, for_update: bool = False) -> ModelVersion:

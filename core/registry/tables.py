@@ -1,7 +1,7 @@
 """The registry's tables (SQLAlchemy 2, typed): model versions, their aliases, and registry flags.
 
 Only generic column types (JSON, not JSONB), so the same schema runs on SQLite and PostgreSQL.
-Alembic's migrations in `core.migrations` create this schema; a test checks they agree.
+Alembic's migrations in `core.registry.migrations` create this schema; a test checks they agree.
 """
 
 from __future__ import annotations

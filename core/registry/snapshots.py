@@ -14,7 +14,7 @@ from pydantic import BaseModel, computed_field
 from core.errors import InputError
 
 if TYPE_CHECKING:
-    from core.registry_schema import ModelVersion
+    from core.registry.tables import ModelVersion
 
 Task = Literal["text-generation", "text-embedding"]
 State = Literal["registered", "loading", "loaded", "failed", "unloaded"]

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
-from core import migrations
+from core.registry import migrations
 
 BUSY_MS = 30_000  # how long a SQLite writer waits for another process's transaction
 WRITE = {"registry_write": True}  # execution options of a write transaction

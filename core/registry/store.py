@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from core.files import file_sha256
-from core.model_sources import PICKLE_SUFFIXES
+from core.registry.sources import PICKLE_SUFFIXES
 
 _BLOCK = 1 << 20
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from core.chat_template import ollama_template
 from core.errors import InputError
-from core.gguf_check import inspect_gguf
+from core.gguf import inspect_gguf
 from core.serving.base import ServedModel
 
 

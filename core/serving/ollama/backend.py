@@ -29,7 +29,7 @@ from core.serving.base import (
     ServedModel,
     UpstreamRejected,
 )
-from core.serving.modelfile import modelfile_for
+from core.serving.ollama.modelfile import modelfile_for
 
 # Ollama's model names, restricted to what forgeflow's keys look like: "name:tag", lowercase
 _NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,79}:[a-z0-9_][a-z0-9_.-]{0,79}")

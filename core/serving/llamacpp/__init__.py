@@ -1,0 +1,1 @@
+"""Embedded llama.cpp serving: one server process per loaded model (backend), replies, token counts."""
