@@ -23,8 +23,8 @@ from core.files import file_sha256
 from core.settings import Settings, get_settings
 from tasks.evaluate.run import evaluate_task
 from tasks.export.run import export_task
-from tasks.finetune.run import load_profile, train_task
 from tasks.finetune.checkpoints import CHECKPOINTS, RUN_STATE, FinetuneReport
+from tasks.finetune.run import load_profile, train_task
 from tasks.finetune.trainer import complete_checkpoints
 from tasks.validate.run import validate_task
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from core.settings import Settings
-from tests.gitrepo import commit, git
-from tests.tinymodel import make_tiny_base
+from tests.helpers.gitrepo import commit, git
+from tests.helpers.tinymodel import make_tiny_base
 
 
 @pytest.fixture

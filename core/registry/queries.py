@@ -8,9 +8,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.registry.sources import EMBEDDED
 from core.registry.errors import ModelNotFound
 from core.registry.snapshots import SEMVER
+from core.registry.sources import EMBEDDED
 from core.registry.tables import Alias, ModelVersion
 
 

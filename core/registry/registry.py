@@ -19,27 +19,24 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import InputError
-from core.registry.sources import EMBEDDED, allowed_path, embedded_source, inspect_source
-from core.registry.store import ModelStore, Staged, describe_in_place
 from core.registry.db import WRITE, open_engine
-from core.registry.errors import AlreadyExists, ModelNotFound, PathNotAllowed
+from core.registry.errors import AlreadyExists, ModelNotFound
+from core.registry.queries import aliases_of, find_row, not_found, point_alias, store_entries
 from core.registry.snapshots import (
     LATEST,
     RESERVOIR,
     STATES,
-    ArtifactRef,
     ModelInfo,
     Page,
-    Stats,
     check_alias,
     check_fields,
     next_version,
     to_info,
 )
-from core.registry.queries import aliases_of, find_row, not_found, point_alias, store_entries
+from core.registry.sources import EMBEDDED, allowed_path, embedded_source, inspect_source
+from core.registry.store import ModelStore, Staged, describe_in_place
 from core.registry.tables import Alias, Flag, ModelVersion, utcnow
 from core.settings import Settings
-
 
 _ACTIVE = "active_version_id"
 EMBEDDED_VERSION = "1.0.0"

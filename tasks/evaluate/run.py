@@ -28,6 +28,7 @@ from core.files import display
 from core.schemas import Sample, sample_lines
 from core.settings import Settings
 from core.trained import load_tuned, read_run
+from tasks.evaluate.generation import Prompt, score_generations, select_prompts
 from tasks.evaluate.report import (
     REPORT_MD,
     ModelScores,
@@ -36,7 +37,6 @@ from tasks.evaluate.report import (
     render_report_markdown,
     summary_line,
 )
-from tasks.evaluate.generation import Prompt, score_generations, select_prompts
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, float], None]  # (stage, fraction of the whole evaluation done)
@@ -206,7 +206,7 @@ def evaluate_task(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m tasks.evaluate.run --model DIR --data DIR` (DVC stage): exit 0 passed, 1 not, 2 bad input."""
+    """`python -m tasks.evaluate.run --model DIR --data DIR` (DVC): exit 0 passed, 1 not, 2 bad input."""
     import argparse
 
     from core.settings import get_settings

@@ -38,6 +38,7 @@ from tasks.export.convert import (
     tool_versions,
     write_checksum,
 )
+from tasks.export.merge import dir_sha256, merge_adapter
 from tasks.export.report import (
     REPORT_JSON,
     REPORT_MD,
@@ -46,7 +47,6 @@ from tasks.export.report import (
     parity_failure_message,
     render_report_markdown,
 )
-from tasks.export.merge import dir_sha256, merge_adapter
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, float], None]  # (stage, fraction of the whole export done)

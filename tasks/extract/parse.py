@@ -6,11 +6,11 @@ from typing import Any
 
 from core.config import ExtractConfig
 from tasks.extract import docs, python_ast
-from tasks.extract.treesitter import languages as treesitter
 from tasks.extract.dedup import dedup_text, sample_keys, signatures
 from tasks.extract.files import content_skip_reason
 from tasks.extract.samples import section_samples, symbol_samples
 from tasks.extract.secrets import SecretScanner
+from tasks.extract.treesitter import languages as treesitter
 
 # Bump when the output of process_file changes, so cached results are not reused.
 PARSER_VERSION = "7"

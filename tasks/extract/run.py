@@ -240,7 +240,7 @@ def extract_task(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m tasks.extract.run --repo . --out data/dataset` (the DVC stage); exit 0, or 2 on bad input."""
+    """`python -m tasks.extract.run --repo . --out data/dataset` (DVC stage); exit 0, or 2 on bad input."""
     import argparse
 
     from core.repos import resolve_repo

@@ -172,7 +172,13 @@ def _train(
     from datasets import Dataset
     from transformers import PrinterCallback
 
-    from tasks.finetune.trainer import ForgeflowTrainer, ProgressCallback, build_model, sft_config, torch_dtype
+    from tasks.finetune.trainer import (
+        ForgeflowTrainer,
+        ProgressCallback,
+        build_model,
+        sft_config,
+        torch_dtype,
+    )
 
     pause_file = out_dir / PAUSE_FILE
 

@@ -1,4 +1,4 @@
-"""The training machinery under `tasks.finetune.run`: backend choice, adapter setup, the trainer and its hooks.
+"""The training machinery under `tasks.finetune.run`: backend, adapter setup, the trainer and its hooks.
 
 One configuration, two backends: peft + trl on CPU (and on CUDA without unsloth), unsloth's
 `FastLanguageModel` when CUDA and the `gpu` extra are present. Both end in the same trl

@@ -8,17 +8,8 @@ from pathlib import Path
 import openai
 import pytest
 
-from core.config import ServeConfig
 from core.registry import Registry
-from core.settings import Settings
-from tests.api.server import running_api
-
-
-def api_settings(root: Path, **overrides: object) -> Settings:
-    """Settings confined to `root`; small contexts so the tiny model starts fast."""
-    serve = ServeConfig(n_ctx=512, max_loaded_models=2, request_timeout_s=60, start_timeout_s=60)
-    fields: dict[str, object] = {"home": root / "ws", "allowed_roots": [root], "serve": serve}
-    return Settings(**(fields | overrides))
+from tests.helpers.api_server import api_settings, running_api
 
 
 @pytest.fixture(scope="session")

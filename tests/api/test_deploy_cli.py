@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from tests.api.server import free_port
+from tests.helpers.api_server import free_port
 
 FORGEFLOW = str(Path(sys.executable).with_name("forgeflow"))
 

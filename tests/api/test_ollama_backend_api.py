@@ -10,9 +10,8 @@ import openai
 import pytest
 
 from core.config import ServeConfig
-from tests.api.conftest import api_settings
-from tests.api.server import running_api
-from tests.ollama_server import OllamaServer, running_ollama
+from tests.helpers.api_server import api_settings, running_api
+from tests.helpers.ollama_server import OllamaServer, running_ollama
 
 USER = [{"role": "user", "content": "Say something about rebase."}]
 

@@ -10,8 +10,7 @@ import openai
 import pytest
 
 from core.config import ServeConfig
-from tests.api.conftest import api_settings
-from tests.api.server import running_api
+from tests.helpers.api_server import api_settings, running_api
 
 KEY = "s3cret-key-for-tests"
 ORIGIN = "https://ide.example.com"

@@ -11,8 +11,7 @@ import openai
 import pytest
 
 from core.config import ServeConfig
-from tests.api.conftest import api_settings
-from tests.api.server import free_port, running_api
+from tests.helpers.api_server import api_settings, free_port, running_api
 
 LONG = {"messages": [{"role": "user", "content": "Tell me everything."}], "max_tokens": 400, "temperature": 0}
 

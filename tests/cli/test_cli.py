@@ -4,39 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.gitrepo import commit
+from tests.helpers.cli import FORGEFLOW, assert_one_clean_line, run
+from tests.helpers.gitrepo import commit
 
-FORGEFLOW = str(Path(sys.executable).parent / "forgeflow")
 MODULE = '"""Inventory math used by the widget service for stock levels."""\n\n\ndef restock(level, target):\n    """Return how many units to order to bring level up to target."""\n    missing = target - level\n    return max(0, missing)\n'  # noqa: E501
-
-
-def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "FORGEFLOW_HOME": str(tmp_path / "ws"),
-        "FORGEFLOW_ALLOWED_ROOTS": json.dumps([str(tmp_path)]),
-        "FORGEFLOW_VALIDATION__MIN_SAMPLES": "3",
-    }
-    return subprocess.run(
-        [FORGEFLOW, *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
-    )
-
-
-def _assert_one_clean_line(proc: subprocess.CompletedProcess[str], typed: list[str]) -> None:
-    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
-    # the user's own arguments may be echoed; no other absolute path may appear
-    rest = proc.stderr
-    for arg in typed:
-        rest = rest.replace(arg, "")
-    assert not re.search(r"(^|[\s'\"(])/[A-Za-z]", rest), rest
-    assert proc.stderr.strip().count("\n") == 0, proc.stderr
 
 
 def test_monitor_prints_the_seed_json_shape(make_repo, tmp_path: Path) -> None:
@@ -85,7 +61,7 @@ def test_validate_failure_exits_1_naming_the_expectation(make_repo, tmp_path: Pa
     )
     assert proc.returncode == 1
     assert "min_samples" in proc.stderr
-    _assert_one_clean_line(proc, [])
+    assert_one_clean_line(proc, [])
 
 
 @pytest.mark.parametrize(
@@ -108,5 +84,5 @@ def test_bad_input_is_one_clear_line_and_exit_2(
     proc = run(tmp_path, *typed)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert message in proc.stderr.lower() or message in proc.stderr
-    _assert_one_clean_line(proc, typed)
+    assert_one_clean_line(proc, typed)
     assert not (tmp_path / "o").exists()

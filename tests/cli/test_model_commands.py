@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.test_cli import _assert_one_clean_line, run
+from tests.helpers.cli import assert_one_clean_line, run
 
 
 @pytest.fixture
@@ -40,5 +40,5 @@ def test_model_commands_refuse_bad_input_in_one_line(
     proc = run(tmp_path, *args)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert message in proc.stderr, proc.stderr
-    _assert_one_clean_line(proc, args)
+    assert_one_clean_line(proc, args)
     assert not (tmp_path / "out").exists() and not (tmp_path / ".forgeflow").exists()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.test_cli import FORGEFLOW, _assert_one_clean_line, run
+from tests.helpers.cli import FORGEFLOW, assert_one_clean_line, run
 
 
 @pytest.fixture
@@ -74,7 +74,7 @@ def test_bad_input_is_one_clean_line_and_exit_2(
     proc = run(tmp_path, "models", *args)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert message in proc.stderr, proc.stderr
-    _assert_one_clean_line(proc, args)
+    assert_one_clean_line(proc, args)
 
 
 def test_rm_without_yes_asks_and_keeps_the_model_when_refused(tmp_path: Path, gguf: Path) -> None:

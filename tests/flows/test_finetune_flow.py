@@ -15,7 +15,7 @@ from core.registry import Registry
 from core.settings import get_settings
 from flows.finetune import FinetuneParams, finetune_flow
 from tasks.finetune.run import PROGRESS_KEY
-from tests.tinymodel import make_tiny_base, recite
+from tests.helpers.tinymodel import make_tiny_base, recite
 
 _NAMES = [
     "load",

@@ -11,7 +11,7 @@ from prefect.settings import PREFECT_API_URL
 
 from core.settings import get_settings
 from flows.prepare_data import PROGRESS_KEY, PrepareDataParams, prepare_data
-from tests.gitrepo import commit
+from tests.helpers.gitrepo import commit
 
 
 def _module(i: int) -> str:

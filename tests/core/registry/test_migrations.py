@@ -10,8 +10,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect
 
-from core.registry.migrations import SCRIPT_LOCATION, alembic_config
 from core.registry import Registry
+from core.registry.migrations import SCRIPT_LOCATION, alembic_config
 from core.registry.tables import Base
 
 

@@ -13,9 +13,8 @@ from core.gguf import CorruptGGUF, inspect_gguf, validate_gguf
 
 
 @pytest.fixture(scope="module")
-def f16_bytes(exported: tuple[Path, dict]) -> bytes:
-    out, _ = exported
-    return (out / "model-f16.gguf").read_bytes()
+def f16_bytes(tiny_gguf: Path) -> bytes:
+    return tiny_gguf.read_bytes()
 
 
 def _write(tmp_path: Path, data: bytes) -> Path:
@@ -31,14 +30,13 @@ def _offset_field(data: bytes, name: str) -> int:
     return pos + 4 + 8 * n_dims + 4
 
 
-def test_exported_gguf_passes_and_is_summarised(exported: tuple[Path, dict]) -> None:
-    out, _ = exported
-    summary = validate_gguf(out / "model-f16.gguf")
+def test_exported_gguf_passes_and_is_summarised(tiny_gguf: Path) -> None:
+    summary = validate_gguf(tiny_gguf)
     assert summary.version == 3
     assert summary.tensor_count == len(summary.tensors) > 0
     assert summary.metadata["general.architecture"] == "llama"
     assert summary.array_lengths["tokenizer.ggml.tokens"] == 49152
-    assert summary.file_size == (out / "model-f16.gguf").stat().st_size
+    assert summary.file_size == tiny_gguf.stat().st_size
     assert summary.data_offset % 32 == 0
 
 
@@ -103,10 +101,10 @@ def test_truncated_tensor_data_is_refused(tmp_path: Path, f16_bytes: bytes) -> N
         inspect_gguf(path)
 
 
-def test_truncated_header_is_refused(tmp_path: Path, f16_bytes: bytes, exported: tuple[Path, dict]) -> None:
+def test_truncated_header_is_refused(tmp_path: Path, f16_bytes: bytes, tiny_gguf: Path) -> None:
     with pytest.raises(CorruptGGUF, match="the array tokenizer.ggml.tokens claims 49152 items, past the end"):
         inspect_gguf(_write(tmp_path, f16_bytes[:5000]))
-    data_offset = inspect_gguf(exported[0] / "model-f16.gguf").data_offset
+    data_offset = inspect_gguf(tiny_gguf).data_offset
     with pytest.raises(CorruptGGUF, match="the header ends inside"):  # in the last tensor info
         inspect_gguf(_write(tmp_path, f16_bytes[: data_offset - 40]))
 

@@ -15,7 +15,7 @@ from core.errors import ForgeflowError, InputError
 from core.repos import RepoHandle, resolve_repo
 from core.settings import Settings
 from tasks.monitor.run import check_repo, last_trained_commit, mark_trained, monitor_repo_task, state_path
-from tests.conftest import commit, git
+from tests.helpers.gitrepo import commit, git
 
 # Thresholds high enough that no rule fires unless a test lowers one.
 QUIET = {"min_commits": 100, "min_files_changed": 100, "min_lines_changed": 10_000, "critical_paths": []}

@@ -7,10 +7,12 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import uvicorn
 
 from api.app import create_app
+from core.config import ServeConfig
 from core.serving.base import Backend
 from core.settings import Settings
 
@@ -41,3 +43,10 @@ def running_api(
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def api_settings(root: Path, **overrides: object) -> Settings:
+    """Settings confined to `root`; small contexts so the tiny model starts fast."""
+    serve = ServeConfig(n_ctx=512, max_loaded_models=2, request_timeout_s=60, start_timeout_s=60)
+    fields: dict[str, object] = {"home": root / "ws", "allowed_roots": [root], "serve": serve}
+    return Settings(**(fields | overrides))

@@ -18,11 +18,11 @@ from core.settings import Settings, get_settings
 from core.trained import load_tuned, read_run
 from tasks.export import run as export_module
 from tasks.export.convert import ExportFailed, convert_to_gguf, output_tail
-from tasks.export.run import ParityFailed, export_model, export_task, main
 from tasks.export.merge import merge_adapter
 from tasks.export.parity import parity_conversations
-from tests.export.conftest import ANSWERS, CONVERSATIONS
-from tests.tinymodel import make_tiny_base, make_tiny_run
+from tasks.export.run import ParityFailed, export_model, export_task, main
+from tests.helpers.recital import ANSWERS, CONVERSATIONS
+from tests.helpers.tinymodel import make_tiny_base, make_tiny_run
 
 GGUFS = ("model-f16.gguf", "model-q8_0.gguf", "model-q4_k_m.gguf")
 

@@ -13,7 +13,7 @@ from core.config import MonitorConfig
 from core.errors import ForgeflowError, InputError
 from core.repos import _network_failure, git_options, parse_repo_spec, resolve_repo
 from core.settings import Settings
-from tests.conftest import commit, git
+from tests.helpers.gitrepo import commit, git
 
 
 def _no_absolute_path(message: str, tmp_path: Path) -> None:

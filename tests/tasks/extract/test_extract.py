@@ -11,7 +11,7 @@ from core.config import ExtractConfig
 from core.errors import InputError
 from core.schemas import Sample
 from tasks.extract.run import extract_dataset
-from tests.gitrepo import commit, git
+from tests.helpers.gitrepo import commit, git
 
 AWS_KEY = "AKIAIOSFODNN7EXAMPLQ"
 

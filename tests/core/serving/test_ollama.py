@@ -17,9 +17,9 @@ from core.chat_template import ollama_template, render, render_template
 from core.errors import InputError
 from core.files import file_sha256
 from core.serving.base import Backend, BackendUnavailable, NotDeployed, ServedModel, UpstreamRejected
-from core.serving.ollama.modelfile import gguf_chat
 from core.serving.ollama.backend import OllamaBackend
-from tests.ollama_server import OllamaServer, running_ollama
+from core.serving.ollama.modelfile import gguf_chat
+from tests.helpers.ollama_server import OllamaServer, running_ollama
 
 pytestmark = pytest.mark.anyio
 
@@ -131,7 +131,7 @@ def test_ollama_template_with_bos_and_braces_renders_like_jinja() -> None:
         "{% endfor %}{% if add_generation_prompt %}[assistant] {% endif %}"
     )
     translated = ollama_template(template, bos_token="<s>", eos_token="</s>")
-    from tests.ollama_server import _collate, parse_go_template, render_go_template
+    from tests.helpers.ollama_server import _collate, parse_go_template, render_go_template
 
     nodes = parse_go_template(translated.template)
     for messages in CONVERSATIONS.values():

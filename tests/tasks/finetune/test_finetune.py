@@ -12,8 +12,8 @@ import torch
 from core.config import TrainConfig
 from core.errors import InputError
 from core.trained import load_tuned, read_run
-from tasks.finetune.run import encode_split, finetune, load_profile
 from tasks.finetune.checkpoints import FinetuneReport, request_pause
+from tasks.finetune.run import encode_split, finetune, load_profile
 from tasks.finetune.trainer import complete_checkpoints
 
 

@@ -1,0 +1,1 @@
+"""Helpers shared by the test packages: git repos, tiny models, servers, CLI runs."""
