@@ -8,7 +8,6 @@ are one line and never hold a traceback or an absolute path.
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import ForgeflowError
+from core.paths import scrub_paths
 from core.serving.base import BackendError, BackendUnavailable
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,6 @@ _CODES = {
     503: "SERVICE_UNAVAILABLE",
     504: "INFERENCE_TIMEOUT",
 }
-_ABSOLUTE_PATH = re.compile(r"(?<![\w:/.])/(?:[\w.+-]+/)+([\w.+-]+)")
 
 
 class ApiError(Exception):
@@ -69,7 +68,7 @@ class ApiError(Exception):
 def scrub(message: str) -> str:
     """First line only, absolute paths reduced to their last component."""
     line = message.strip().splitlines()[0] if message.strip() else "error"
-    return _ABSOLUTE_PATH.sub(r"\1", line)[:2000]
+    return scrub_paths(line)[:2000]
 
 
 def error_body(

@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 import git
 
 from core.errors import ForgeflowError, InputError
+from core.paths import display as display_path
 from core.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -88,7 +89,9 @@ def parse_repo_spec(spec: str, settings: Settings) -> RepoSpec:
         )
     if not _URL_RE.match(spec) and not _SCP_RE.match(spec):
         path = _confined_path(Path(spec).expanduser(), spec, settings)
-        return RepoSpec(_project_id(path.name, str(path)), _display_path(path, spec), None, path, None)
+        return RepoSpec(
+            _project_id(path.name, str(path)), display_path(path, fallback=spec), None, path, None
+        )
     if any(c.isspace() or c in _SHELL_CHARS for c in spec):
         raise InputError(f"repository URL '{spec}' contains whitespace or shell characters: check the URL")
     url_match = _URL_RE.match(spec)
@@ -316,13 +319,6 @@ def _is_repo(path: Path) -> bool:
 def _project_id(name: str, key: str) -> str:
     slug = re.sub(r"[^a-z0-9._-]+", "-", name.lower().removesuffix(".git")).strip("-.")[:40] or "repo"
     return f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
-
-
-def _display_path(path: Path, spec: str) -> str:
-    try:
-        return str(path.relative_to(Path.cwd().resolve())) or "."
-    except ValueError:
-        return spec
 
 
 def _allowed(settings: Settings) -> str:

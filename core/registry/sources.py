@@ -15,8 +15,8 @@ from typing import Any
 
 from core.base_models import embedded_gguf
 from core.errors import InputError
-from core.files import display
 from core.gguf import validate_gguf
+from core.paths import display
 from core.registry.errors import PathNotAllowed
 
 EXPORT_MANIFEST = "export.json"  # tasks.export.report.REPORT_JSON (core does not import tasks)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.files import file_sha256
+from core.hashing import dir_sha256, file_sha256
 from core.registry.sources import PICKLE_SUFFIXES
 
 _BLOCK = 1 << 20
@@ -48,22 +48,11 @@ def model_files(model_dir: Path) -> list[Path]:
     )
 
 
-def dir_sha256(model_dir: Path) -> str:
-    """Content hash of a model directory: relative path and sha256 of each kept file.
-
-    For a flat directory this equals `tasks.export.merge.dir_sha256`.
-    """
-    h = hashlib.sha256()
-    for file in model_files(model_dir):
-        h.update(f"{file.relative_to(model_dir).as_posix()}\0{file_sha256(file)}\n".encode())
-    return h.hexdigest()
-
-
 def describe_in_place(path: Path) -> dict[str, Any]:
     """The artifact record of a file or model directory that stays where it is: path, sha256, size."""
     if path.is_dir():
         size = sum(p.stat().st_size for p in model_files(path))
-        return {"path": str(path), "sha256": dir_sha256(path), "size": size}
+        return {"path": str(path), "sha256": dir_sha256(path, model_files(path)), "size": size}
     return {"path": str(path), "sha256": file_sha256(path), "size": path.stat().st_size}
 
 
@@ -88,7 +77,7 @@ class ModelStore:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(file, target)
                     size += target.stat().st_size
-                return Staged(tmp, dir_sha256(tmp), size, is_dir=True)
+                return Staged(tmp, dir_sha256(tmp, model_files(tmp)), size, is_dir=True)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise

@@ -22,13 +22,13 @@ from pathlib import Path
 
 import httpx
 
+from core.paths import scrub_paths
 from core.serving.base import BackendError, BackendUnavailable
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 HOST = "127.0.0.1"
 LOG_TAIL_BYTES = 64 * 1024
 _BIND_RACE = "address already in use"
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.~])/(?:[^\s/'\"():]+/)+([^\s/'\"():]*)")
 _ERROR_LINE = re.compile(r"error|exception|failed|refus|invalid|unknown|not found", re.IGNORECASE)
 
 
@@ -66,11 +66,6 @@ def _die_with_parent(parent_pid: int) -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(1)
-
-
-def scrub_paths(text: str) -> str:
-    """Absolute paths reduced to their file names: messages must not disclose the filesystem."""
-    return _ABSOLUTE_PATH.sub(r"\1", text)
 
 
 def meaningful_line(log: str) -> str:

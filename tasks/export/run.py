@@ -25,8 +25,9 @@ from core.atomic import write_json, write_text
 from core.base_models import materialize
 from core.config import ExportConfig, Quant
 from core.errors import ForgeflowError, InputError, ValidationFailed
-from core.files import display, file_sha256
 from core.gguf import inspect_gguf
+from core.hashing import dir_sha256, file_sha256
+from core.paths import display
 from core.settings import Settings
 from core.trained import ADAPTER_DIR, MANIFEST, TrainedRun, read_run
 from tasks.export import parity as par
@@ -38,7 +39,7 @@ from tasks.export.convert import (
     tool_versions,
     write_checksum,
 )
-from tasks.export.merge import dir_sha256, merge_adapter
+from tasks.export.merge import merge_adapter
 from tasks.export.report import (
     REPORT_JSON,
     REPORT_MD,

@@ -18,6 +18,7 @@ from prefect import task
 from core import atomic
 from core.config import ExtractConfig
 from core.errors import InputError
+from core.hashing import config_sha256, dataset_sha256
 from core.settings import Settings
 from tasks.extract import history
 from tasks.extract.assemble import assemble
@@ -47,7 +48,7 @@ def extract_dataset(
     """Write out_dir/{train,eval}.jsonl and stats.json from commit `rev` of `repo`; returns the stats."""
     started = time.perf_counter()
     commit = _resolve_commit(repo, rev, display)
-    cfg_hash = hashlib.sha256(cfg.model_dump_json(exclude={"workers"}).encode()).hexdigest()[:16]
+    cfg_hash = config_sha256(cfg.model_dump(mode="json", exclude={"workers"}))
     entries = list_tree(repo, commit)
     skipped: Counter[str] = Counter()
     with BlobReader(repo) as blobs:
@@ -96,7 +97,7 @@ def extract_dataset(
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic.write_jsonl(out_dir / "train.jsonl", train)
     atomic.write_jsonl(out_dir / "eval.jsonl", evals)
-    stats["dataset_sha256"] = _digest(out_dir / "train.jsonl", out_dir / "eval.jsonl")
+    stats["dataset_sha256"] = dataset_sha256(out_dir)
     atomic.write_json(out_dir / "stats.json", stats)
     elapsed = time.perf_counter() - started
     log.info(
@@ -124,13 +125,6 @@ def _resolve_commit(repo: Path, rev: str, display: str) -> str:
 
 def _key(*parts: str) -> str:
     return hashlib.blake2b("\0".join(parts).encode(), digest_size=20).hexdigest()
-
-
-def _digest(*paths: Path) -> str:
-    h = hashlib.sha256()
-    for p in paths:
-        h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 def _parse_all(

@@ -8,7 +8,6 @@ cleanly at a step boundary when asked. The output directory follows `core.traine
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import resource
 import time
@@ -29,7 +28,7 @@ from core.base_models import load_tokenizer, materialize
 from core.chat_template import Encoded, encode
 from core.config import TrainConfig
 from core.errors import InputError
-from core.files import file_sha256
+from core.hashing import config_sha256, dataset_sha256
 from core.settings import Settings
 from core.trained import MANIFEST
 from tasks.finetune.checkpoints import (
@@ -73,10 +72,7 @@ def load_profile(profile: str | Path, **overrides: Any) -> TrainConfig:
 
 def config_hash(cfg: TrainConfig, base_model: str) -> str:
     """Content hash of what decides the weights besides the data."""
-    blob = orjson.dumps(
-        {"config": cfg.model_dump(mode="json"), "base_model": base_model}, option=orjson.OPT_SORT_KEYS
-    )
-    return hashlib.sha256(blob).hexdigest()[:16]
+    return config_sha256({"config": cfg.model_dump(mode="json"), "base_model": base_model})
 
 
 def encode_split(tokenizer: Any, path: Path, max_length: int) -> tuple[list[dict[str, list[int]]], int, int]:
@@ -121,7 +117,7 @@ def finetune(
     if not train_file.is_file():
         raise InputError(f"{data_dir} has no train.jsonl: run `forgeflow prepare` (or extract) first")
     backend = select_backend(cfg)
-    dataset_hash = file_sha256(train_file)
+    dataset_hash = dataset_sha256(data_dir)
     chash = config_hash(cfg, base_model)
     done = finished(out_dir, chash, dataset_hash)
     if done is not None:

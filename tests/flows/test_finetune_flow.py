@@ -10,7 +10,7 @@ import httpx
 import pytest
 from prefect.settings import PREFECT_API_URL
 
-from core.files import file_sha256
+from core.hashing import file_sha256
 from core.registry import Registry
 from core.settings import get_settings
 from flows.finetune import FinetuneParams, finetune_flow

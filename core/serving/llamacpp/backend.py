@@ -33,8 +33,8 @@ import orjson
 
 from core.config import ServeConfig
 from core.errors import InputError
-from core.files import file_sha256
 from core.gguf import inspect_gguf
+from core.hashing import file_sha256
 from core.serving.base import (
     BackendError,
     BackendUnavailable,

@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import orjson
 
+from core.paths import scrub_paths
 from core.serving.base import BackendError, Json, UpstreamRejected
-from core.serving.process import scrub_paths
 
 _VALIDATION = re.compile(r"'loc': \(([^)]*)\), 'msg': '([^']*)'")  # pydantic's error repr
 

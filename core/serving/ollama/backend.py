@@ -20,6 +20,7 @@ import httpx
 import ollama
 
 from core.errors import InputError
+from core.paths import scrub_paths
 from core.serving.base import (
     BackendError,
     BackendUnavailable,
@@ -34,7 +35,6 @@ from core.serving.ollama.modelfile import modelfile_for
 # Ollama's model names, restricted to what forgeflow's keys look like: "name:tag", lowercase
 _NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,79}:[a-z0-9_][a-z0-9_.-]{0,79}")
 _DIGEST = re.compile(r"(?:sha256:)?([0-9a-fA-F]{64})")
-_ABSOLUTE_PATH = re.compile(r"(?:[A-Za-z]:)?[/\\][^\s'\"]*[/\\]([^\s'\"/\\]+)")
 # OpenAI sampling fields -> Ollama options
 _OPTIONS = {
     "temperature": "temperature",
@@ -204,7 +204,7 @@ class OllamaBackend:
         try:
             yield
         except ollama.ResponseError as exc:
-            message = _scrub(str(exc.error))
+            message = scrub_paths(str(exc.error))
             if exc.status_code == 404:
                 raise NotDeployed(f"model '{key}' is not deployed on Ollama: deploy it first") from None
             if exc.status_code == 400:
@@ -285,8 +285,3 @@ def _envelope(prefix: str, kind: str, key: str) -> Json:
 def _chunk(envelope: Json, body: Json, choice: Json) -> Json:
     # with include_usage, OpenAI sends "usage": null on every chunk but the last
     return envelope | {"choices": [choice]} | ({"usage": None} if _include_usage(body) else {})
-
-
-def _scrub(message: str) -> str:
-    """Ollama's error text with absolute paths cut to their file name."""
-    return _ABSOLUTE_PATH.sub(r"\1", message)

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from core.errors import InputError
-from core.files import file_sha256
 from core.gguf import CorruptGGUF
+from core.hashing import file_sha256
 from core.registry import ModelNotFound, PathNotAllowed, Registry
 from core.settings import Settings
 

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from core.config import ServeConfig
-from core.files import file_sha256
+from core.hashing import file_sha256
 from core.serving.base import (
     Backend,
     BackendError,
