@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from core.atomic import publish_dir
 from core.errors import InputError
-from core.files import file_sha256
+from core.hashing import file_sha256
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -86,22 +84,8 @@ def _convert_gguf(gguf: Path, target: Path) -> Path:
         clean.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
 
-    _publish_dir(target, fill)
+    publish_dir(target, fill)
     return target
-
-
-def _publish_dir(target: Path, fill: Callable[[Path], object]) -> None:
-    """Build a directory in a temp sibling, then rename it to `target`: readers never see half of it."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        fill(tmp)
-        tmp.replace(target)
-    except OSError:
-        if not target.is_dir():  # unless another process published it first: keep theirs
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_tokenizer(name_or_path: str, cache_dir: Path) -> PreTrainedTokenizerBase:
@@ -114,7 +98,7 @@ def load_tokenizer(name_or_path: str, cache_dir: Path) -> PreTrainedTokenizerBas
             gguf = embedded_gguf(name_or_path)
             log.info("converting the tokenizer of %s from its GGUF (once)", name_or_path)
             tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-            _publish_dir(target, lambda tmp: tok.save_pretrained(str(tmp)))
+            publish_dir(target, lambda tmp: tok.save_pretrained(str(tmp)))
         return AutoTokenizer.from_pretrained(str(target))
     path = Path(name_or_path).expanduser()
     if path.is_dir():

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from core.base_models import _publish_dir
+from core.atomic import publish_dir
 from core.errors import InputError
 from core.trained import ADAPTER_DIR, MANIFEST
 
@@ -54,7 +54,7 @@ def save_pissa_init(model: Any, target: Path) -> None:
     config = model.peft_config["default"]
     init = config.init_lora_weights
     config.init_lora_weights = True  # saved as a plain adapter; peft's documented recipe
-    _publish_dir(target, lambda tmp: model.save_pretrained(str(tmp)))
+    publish_dir(target, lambda tmp: model.save_pretrained(str(tmp)))
     config.init_lora_weights = init
 
 
@@ -71,7 +71,7 @@ def publish_adapter(model: Any, tokenizer: Any, out_dir: Path, pissa_init: Path 
     target = out_dir / ADAPTER_DIR
     if target.exists():
         shutil.rmtree(target)
-    _publish_dir(target, fill)
+    publish_dir(target, fill)
 
 
 def finished(out_dir: Path, chash: str, dataset_hash: str) -> FinetuneReport | None:
