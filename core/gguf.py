@@ -1,4 +1,4 @@
-"""Is this file a GGUF that llama.cpp will run? A header-only structural check, then a real load.
+"""The one GGUF reader: header validation, metadata, the chat template, and a real llama.cpp load.
 
 The structural check is pure Python and reads only the header (metadata and tensor infos): it
 proves that every tensor lies, aligned, inside the file, so a truncated or patched file is refused
@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import mmap
 import struct
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import InputError
@@ -61,10 +62,24 @@ class GGUFSummary:
     file_size: int
     data_offset: int  # where the tensor data section starts
     tensors: tuple[TensorInfo, ...]
+    tokens: dict[int, str] = field(default_factory=dict)  # text of the vocabulary ids asked for
 
 
-def inspect_gguf(path: Path) -> GGUFSummary:
+@dataclass(frozen=True, slots=True)
+class GGUFChat:
+    """The chat template a GGUF carries, with the text of its BOS and EOS tokens."""
+
+    template: str
+    bos_token: str
+    eos_token: str
+
+
+def inspect_gguf(path: Path, tokens: Iterable[int] = ()) -> GGUFSummary:
     """Parse and check a GGUF's header without reading tensor data.
+
+    Args:
+        path: the file.
+        tokens: vocabulary ids whose text to keep in `GGUFSummary.tokens` (the list itself is not kept).
 
     Raises:
         InputError: the file does not exist.
@@ -76,7 +91,30 @@ def inspect_gguf(path: Path) -> GGUFSummary:
     if size < _HEADER.size:
         raise CorruptGGUF(f"{path.name} is not a valid GGUF: {size} bytes is too small for a GGUF header")
     with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        return _Parser(buf, size, path.name).parse()
+        return _Parser(buf, size, path.name, frozenset(tokens)).parse()
+
+
+def chat_template(path: Path) -> GGUFChat:
+    """The chat template of a GGUF and the text of its BOS and EOS tokens ("" when it has none).
+
+    Raises:
+        InputError: the file has no chat template, or its BOS/EOS ids are not in its vocabulary.
+    """
+    metadata = inspect_gguf(path).metadata
+    template = metadata.get("tokenizer.chat_template")
+    if not isinstance(template, str) or not template:
+        raise InputError(f"{path.name} has no chat template (tokenizer.chat_template): export a chat model")
+    ids = [metadata.get(f"tokenizer.ggml.{key}_token_id") for key in ("bos", "eos")]
+    wanted = [i for i in ids if isinstance(i, int) and not isinstance(i, bool)]
+    summary = inspect_gguf(path, tokens=wanted) if wanted else None
+    if summary is not None and _TOKENS not in summary.array_lengths:
+        raise InputError(f"{path.name} has no vocabulary ({_TOKENS}): export it again")
+    if summary is not None and (missing := sorted(set(wanted) - summary.tokens.keys())):
+        count = summary.array_lengths[_TOKENS]
+        raise InputError(f"{path.name}: token id {missing[0]} is past its {count} tokens")
+    found = summary.tokens if summary is not None else {}
+    bos, eos = (found.get(i, "") if isinstance(i, int) else "" for i in ids)
+    return GGUFChat(template, bos, eos)
 
 
 def validate_gguf(path: Path, n_ctx: int = 512) -> GGUFSummary:
@@ -105,9 +143,13 @@ class _Array:
     length: int
 
 
+_TOKENS = "tokenizer.ggml.tokens"
+
+
 class _Parser:
-    def __init__(self, buf: mmap.mmap, size: int, name: str) -> None:
+    def __init__(self, buf: mmap.mmap, size: int, name: str, wanted: frozenset[int] = frozenset()) -> None:
         self.buf, self.size, self.name, self.pos = buf, size, name, 0
+        self.wanted, self.tokens = wanted, dict[int, str]()
 
     def fail(self, what: str) -> CorruptGGUF:
         return CorruptGGUF(f"{self.name} is not a valid GGUF: {what}")
@@ -142,7 +184,9 @@ class _Parser:
         infos = [self.tensor_info(alignment) for _ in range(n_tensors)]
         data_offset = -(-self.pos // alignment) * alignment
         self.check_tensors(infos, data_offset)
-        return GGUFSummary(version, n_tensors, metadata, arrays, self.size, data_offset, tuple(infos))
+        return GGUFSummary(
+            version, n_tensors, metadata, arrays, self.size, data_offset, tuple(infos), self.tokens
+        )
 
     def take(self, n: int, what: str) -> int:
         start = self.pos
@@ -178,9 +222,12 @@ class _Parser:
                 self.take(count * _STRUCTS[item_type].size, f"the array {key}")
             elif count > self.size - self.pos:  # every item takes at least one byte
                 raise self.fail(f"the array {key} claims {count} items, past the end of the file")
-            else:  # strings and nested arrays: walked, not kept (token lists are large)
-                for _ in range(count):
-                    self.value(item_type, key)
+            else:  # strings and nested arrays: walked, not kept (token lists are large), but asked-for tokens
+                keep = self.wanted if key == _TOKENS and item_type == _STRING else frozenset()
+                for i in range(count):
+                    item = self.value(item_type, key)
+                    if i in keep and isinstance(item, str):
+                        self.tokens[i] = item
             return _Array(count)
         raise self.fail(f"metadata key {key} has unknown value type {vtype}")
 

@@ -15,10 +15,10 @@ import pytest
 from core.base_models import embedded_gguf, load_tokenizer
 from core.chat_template import ollama_template, render, render_template
 from core.errors import InputError
-from core.files import file_sha256
+from core.gguf import chat_template
+from core.hashing import file_sha256
 from core.serving.base import Backend, BackendUnavailable, NotDeployed, ServedModel, UpstreamRejected
 from core.serving.ollama.backend import OllamaBackend
-from core.serving.ollama.modelfile import gguf_chat
 from tests.helpers.ollama_server import OllamaServer, running_ollama
 
 pytestmark = pytest.mark.anyio
@@ -108,7 +108,7 @@ def test_render_template_from_the_gguf_string_is_the_tokenizers_render(
     generation_prompt: bool, tokenizer: Any, tiny_gguf: Path
 ) -> None:
     for path in (embedded_gguf("smollm2-135m"), tiny_gguf):
-        chat = gguf_chat(path)
+        chat = chat_template(path)
         assert (chat.bos_token, chat.eos_token) == (tokenizer.bos_token, tokenizer.eos_token)
         for messages in CONVERSATIONS.values():
             rendered = render_template(
@@ -118,7 +118,7 @@ def test_render_template_from_the_gguf_string_is_the_tokenizers_render(
 
 
 def test_ollama_template_of_smollm2_stops_at_the_end_of_turn_and_at_a_user_turn() -> None:
-    chat = gguf_chat(embedded_gguf("smollm2-135m"))
+    chat = chat_template(embedded_gguf("smollm2-135m"))
     translated = ollama_template(chat.template, bos_token=chat.bos_token, eos_token=chat.eos_token)
     assert translated.stop == ["<|im_end|>", "<|im_start|>user"]
     assert "{{ range $i, $_ := .Messages }}" in translated.template
