@@ -7,25 +7,22 @@ base weights, see core.trained) and saves loading the weights twice.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from pydantic import ValidationError
 
 from core.atomic import write_json, write_text
 from core.chat_template import IGNORE_INDEX, Encoded, Message, encode
 from core.config import EvalConfig
+from core.dataset import load_eval_set
 from core.errors import InputError
-from core.files import display
-from core.schemas import Sample, sample_lines
+from core.paths import display
 from core.settings import Settings
 from core.trained import load_tuned, read_run
 from tasks.evaluate.generation import Prompt, score_generations, select_prompts
@@ -41,19 +38,9 @@ from tasks.evaluate.report import (
 log = logging.getLogger(__name__)
 Progress = Callable[[str, float], None]  # (stage, fraction of the whole evaluation done)
 
-EVAL_FILE = "eval.jsonl"
 REPORT_JSON = "eval.json"
 ARTIFACT_KEY = "evaluation-report"
 EXIT_NOT_PASSED = 1
-
-
-@dataclass(frozen=True, slots=True)
-class EvalSet:
-    samples: list[Sample]  # the eval split, in a deterministic order independent of the file's
-    sha256: str  # of eval.jsonl's bytes
-
-    def conversations(self) -> list[list[Message]]:
-        return [[m.model_dump() for m in s.messages] for s in self.samples]
 
 
 def evaluate_model(
@@ -105,36 +92,6 @@ def evaluate_model(
     write_text(out / REPORT_MD, render_report_markdown(report, examples))
     tracker.finish()
     return report
-
-
-def load_eval_set(data_dir: Path) -> EvalSet:
-    """The eval split of a dataset directory, ordered by content hash (a stable, file-order-free mix).
-
-    Raises:
-        InputError: eval.jsonl is missing, unreadable, holds an invalid line, or no eval sample.
-    """
-    path, shown = data_dir / EVAL_FILE, display(data_dir)
-    if not path.is_file():
-        raise InputError(f"dataset '{shown}' has no {EVAL_FILE}: run the extract step first")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read {EVAL_FILE} of '{shown}': {exc.strerror or exc}") from None
-    samples = []
-    for number, sample in sample_lines(data):
-        if isinstance(sample, ValidationError):
-            first = sample.errors(include_url=False)[0]
-            where = ".".join(str(p) for p in first["loc"])
-            detail = f"{where}: {first['msg']}" if where else str(first["msg"])
-            raise InputError(
-                f"{EVAL_FILE} line {number} of '{shown}' is not a sample ({detail}): run the validate step"
-            ) from None
-        if sample.meta.split == "eval":
-            samples.append(sample)
-    if not samples:
-        raise InputError(f"the eval split of '{shown}' is empty: extract with eval_fraction > 0")
-    samples.sort(key=lambda s: hashlib.sha256(s.model_dump_json().encode()).digest())
-    return EvalSet(samples, hashlib.sha256(data).hexdigest())
 
 
 def score_nll(

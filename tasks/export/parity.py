@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from core.chat_template import Message, render
+from core.dataset import load_eval_set
 from core.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,6 @@ def parity_conversations(eval_data: Path | None, n: int) -> list[list[Message]]:
     """
     if eval_data is None:
         return [[{"role": "user", "content": p}] for p in BUILTIN_PROMPTS[:n]]
-    from tasks.evaluate.run import load_eval_set  # one reader of the eval split, one sample order
 
     conversations = []
     for messages in load_eval_set(eval_data).conversations():

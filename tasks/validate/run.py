@@ -20,10 +20,10 @@ from core.atomic import write_json, write_text
 from core.base_models import load_tokenizer
 from core.config import ValidateConfig
 from core.errors import InputError, ValidationFailed
-from core.files import display
+from core.paths import display
 from core.schemas import Sample, sample_lines
+from core.secrets import SECRET_PATTERNS
 from core.settings import Settings
-from tasks.extract.secrets import SECRET_PATTERNS
 from tasks.validate.expectations import ExpectationResult, run_expectations
 
 log = logging.getLogger(__name__)

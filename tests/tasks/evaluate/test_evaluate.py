@@ -13,12 +13,13 @@ import pytest
 
 from core.chat_template import IGNORE_INDEX, encode, render
 from core.config import EvalConfig
+from core.dataset import load_eval_set
 from core.errors import InputError
 from core.settings import Settings, get_settings
 from core.trained import load_base
 from tasks.evaluate import run as evaluate_module
 from tasks.evaluate.generation import exact_match, normalize_answer, rouge_l_f1, select_prompts
-from tasks.evaluate.run import ARTIFACT_KEY, evaluate_model, evaluate_task, load_eval_set, main, score_nll
+from tasks.evaluate.run import ARTIFACT_KEY, evaluate_model, evaluate_task, main, score_nll
 
 CFG = EvalConfig(batch_size=3, generation_samples=2, max_new_tokens=16)
 QUICK = EvalConfig(max_samples=3, generation_samples=0)  # NLL on three samples, no generation

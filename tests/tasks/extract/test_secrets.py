@@ -11,7 +11,8 @@ import warnings
 
 import pytest
 
-from tasks.extract.secrets import SECRET_PATTERNS, Finding, SecretScanner
+from core.secrets import SECRET_PATTERNS
+from tasks.extract.secrets import Finding, SecretScanner
 
 _RNG = random.Random(20240611)
 _ALNUM = string.ascii_letters + string.digits
