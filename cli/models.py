@@ -28,11 +28,8 @@ def _with_registry(fn: Callable[[Registry], T]) -> T:
     from core.registry import Registry
 
     def body() -> T:
-        registry = Registry.from_settings(get_settings())
-        try:
+        with Registry.from_settings(get_settings()) as registry:
             return fn(registry)
-        finally:
-            registry.close()
 
     return _run(body)
 
@@ -102,7 +99,6 @@ def alias(
 ) -> None:
     """Create or move an alias (moving `champion` back to an older version is a rollback)."""
     from core.errors import InputError
-    from core.registry import ModelNotFound
 
     def move(r: Registry) -> str:
         if remove:
@@ -110,10 +106,7 @@ def alias(
             return f"removed {name}:{alias_name}"
         if version is None:
             raise InputError("give the VERSION the alias should point at, or --remove to delete it")
-        try:
-            before = r.resolve(f"{name}:{alias_name}").version
-        except ModelNotFound:
-            before = None
+        before = r.alias_target(name, alias_name)
         after = r.set_alias(name, alias_name, version).version
         return f"{alias_name}: {before} → {after}" if before else f"{alias_name}: → {after} (new)"
 

@@ -33,11 +33,8 @@ def _serve(settings: Settings, preload: list[str]) -> None:
     from api.app import create_app
     from core.registry import Registry
 
-    registry = Registry.from_settings(settings)
-    try:  # unknown names fail here, in one line, not inside the server's startup
+    with Registry.from_settings(settings) as registry:  # unknown names fail here, not in the server's startup
         preload = [_resolve(registry, ref) for ref in preload]
-    finally:
-        registry.close()
     host, port = settings.serve.host, settings.serve.port
     if host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
         err.print(f"[yellow]warning:[/] serving on {host} without FORGEFLOW_API_KEY: anyone may use it")
@@ -48,13 +45,10 @@ def _serve(settings: Settings, preload: list[str]) -> None:
 
 
 def _resolve(registry: Any, ref: str) -> str:
-    from core.registry import ModelNotFound
-
-    try:
-        return str(registry.resolve(ref).key)
-    except ModelNotFound:
+    if (info := registry.find(ref)) is None:
         registry.ensure_embedded(ref.split(":", 1)[0])  # the embedded defaults register on first use
-        return str(registry.resolve(ref).key)
+        info = registry.resolve(ref)
+    return str(info.key)
 
 
 @app.command()
@@ -158,16 +152,10 @@ def rollback(
         return
 
     def move() -> str:
-        from core.registry import ModelNotFound, Registry
+        from core.registry import Registry
 
-        registry = Registry.from_settings(settings)
-        try:
-            try:
-                before = registry.resolve(f"{name}:{alias}").version
-            except ModelNotFound:
-                before = None
+        with Registry.from_settings(settings) as registry:
+            before = registry.alias_target(name, alias)
             return str(registry.set_alias(name, alias, version).version) + f" (was {before})"
-        finally:
-            registry.close()
 
     out.print(f"{name}:{alias} → {_run(move)}; no server running: it serves on the next start")

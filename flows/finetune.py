@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from core.atomic import write_json
 from core.config import Method, Quant
 from core.errors import InputError, ValidationFailed
-from core.files import file_sha256
+from core.hashing import file_sha256
 from core.settings import Settings, get_settings
 from tasks.evaluate.run import evaluate_task
 from tasks.export.run import export_task
@@ -90,15 +90,11 @@ def record_lineage(
 @task(name="register-model", retries=0, cache_policy=NO_CACHE)
 def register_model(out_dir: str, name: str, export: dict[str, Any], settings: Settings) -> dict[str, Any]:
     """Add the export to the model registry as a new version of `name` (once per exported GGUF)."""
-    from core.registry import ModelNotFound, Registry
+    from core.registry import Registry
 
-    registry = Registry.from_settings(settings)
-    try:
+    with Registry.from_settings(settings) as registry:
         exported = {g["sha256"] for g in export["ggufs"].values()}
-        try:
-            newest = registry.resolve(name)
-        except ModelNotFound:
-            newest = None
+        newest = registry.find(name)
         if (
             newest is not None
             and newest.artifacts.get("gguf")
@@ -108,8 +104,6 @@ def register_model(out_dir: str, name: str, export: dict[str, Any], settings: Se
         else:
             info = registry.register(Path(out_dir) / EXPORT_DIR, name=name)
         return {"key": info.key, "sha256": info.artifacts["gguf"].sha256, "aliases": info.aliases}
-    finally:
-        registry.close()
 
 
 @flow(name="finetune", log_prints=False)

@@ -134,7 +134,7 @@ def remove_alias(name: str, alias: str, registry: RegistryDep, hub: HubDep) -> R
 async def rollback(name: str, body: AliasRequest, state: StateDep) -> dict[str, Any]:
     """Move an alias to an (older) version and deploy that version, in one call."""
     registry, hub = state.registry, state.hub
-    before = await asyncio.to_thread(_alias_target, registry, name, body.alias)
+    before = await asyncio.to_thread(registry.alias_target, name, body.alias)
     info = await asyncio.to_thread(registry.set_alias, name, body.alias, body.version)
     hub.invalidate()
     await hub.deploy(info)
@@ -143,15 +143,6 @@ async def rollback(name: str, body: AliasRequest, state: StateDep) -> dict[str, 
         await asyncio.to_thread(registry.set_active, info.key)
     fresh = await asyncio.to_thread(registry.resolve, info.key)
     return {"alias": f"{name}:{body.alias}", "from": before, "to": info.version, "model": detail(fresh)}
-
-
-def _alias_target(registry: Any, name: str, alias: str) -> str | None:
-    from core.registry import ModelNotFound
-
-    try:
-        return str(registry.resolve(f"{name}:{alias}").version)
-    except ModelNotFound:
-        return None
 
 
 @router.post("/models/{name}/deploy", operation_id="deploy_model")

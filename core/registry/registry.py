@@ -63,6 +63,12 @@ class Registry:
         """Release the database connections (the object is unusable after)."""
         self._engine.dispose()
 
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- registering ---------------------------------------------------------------------------
 
     def register(
@@ -212,6 +218,18 @@ class Registry:
         """`name` (its newest registration), `name:1.2.0`, or `name:alias` (`champion`, `latest`...)."""
         with self._read() as s:
             return self._info(s, find_row(s, ref))
+
+    def find(self, ref: str) -> ModelInfo | None:
+        """`resolve(ref)`, or None when nothing answers to `ref` (a malformed ref still raises)."""
+        try:
+            return self.resolve(ref)
+        except ModelNotFound:
+            return None
+
+    def alias_target(self, name: str, alias: str) -> str | None:
+        """The version `name:alias` points at now, or None when that alias is not set."""
+        info = self.find(f"{name}:{alias}")
+        return info.version if info is not None else None
 
     def active(self) -> ModelInfo | None:
         """The model marked active (`set_active`), or None."""
