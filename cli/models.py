@@ -9,14 +9,14 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 from rich.table import Column, Table
 
-from cli.main import _run, app, err, out
+from cli.app import err, out, run
+from cli.server_client import HostOpt, PortOpt, post_to_server, serve_settings
 from core.settings import get_settings
 
 if TYPE_CHECKING:
     from core.registry import ModelInfo, Registry
 
 models_app = typer.Typer(help="The model registry: versions, aliases, stats.", no_args_is_help=True)
-app.add_typer(models_app, name="models")
 
 T = TypeVar("T")
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
@@ -31,7 +31,7 @@ def _with_registry(fn: Callable[[Registry], T]) -> T:
         with Registry.from_settings(get_settings()) as registry:
             return fn(registry)
 
-    return _run(body)
+    return run(body)
 
 
 @models_app.command("list")
@@ -164,3 +164,33 @@ def _print_model(m: ModelInfo) -> None:
 def _print_artifacts(m: ModelInfo) -> None:
     for role, a in m.artifacts.items():
         out.print(f"  {role}: {a.size / 2**20:.1f} MiB, sha256 {a.sha256[:16]}", highlight=False)
+
+
+@models_app.command()
+def rollback(
+    name: Annotated[str, typer.Argument(help="model name")],
+    version: Annotated[str, typer.Argument(help="the version to go back to")],
+    alias: Annotated[str, typer.Option(help="the alias to move")] = "champion",
+    host: HostOpt = None,
+    port: PortOpt = None,
+) -> None:
+    """Move an alias back to VERSION and redeploy it on the running server, in one call.
+
+    With no server running, the alias is moved in the registry; the next `forgeflow serve` resolves
+    `name:alias` to VERSION.
+    """
+    settings = run(lambda: serve_settings(None, host, port))
+    body = {"alias": alias, "version": version}
+    reply = run(lambda: post_to_server(settings, f"/models/{name}/rollback", body, "rollback"))
+    if reply is not None:
+        out.print(f"{name}:{alias}: {reply['from']} → {reply['to']} (deployed on the running server)")
+        return
+
+    def move() -> str:
+        from core.registry import Registry
+
+        with Registry.from_settings(settings) as registry:
+            before = registry.alias_target(name, alias)
+            return str(registry.set_alias(name, alias, version).version) + f" (was {before})"
+
+    out.print(f"{name}:{alias} → {run(move)}; no server running: it serves on the next start")

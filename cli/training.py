@@ -8,14 +8,11 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cli.main import _progress, _run, app, out
+from cli.app import DataOpt, QuantOpt, out, progress, run, run_flow
+from core.reports import EvalReport, ExportReport
 from core.settings import get_settings
 
-DataOpt = Annotated[Path, typer.Option("--data", help="dataset directory (train.jsonl, eval.jsonl)")]
-QuantOpt = Annotated[list[str] | None, typer.Option("--quant", help="f16, q8_0, q4_k_m (repeatable)")]
 
-
-@app.command()
 def finetune(
     data: DataOpt = Path("data/dataset"),
     out_dir: Annotated[Path, typer.Option("--out", help="run directory")] = Path(".forgeflow/runs/latest"),
@@ -34,7 +31,7 @@ def finetune(
     def body() -> Any:
         settings = get_settings()
         cfg = load_profile(profile, method=method, max_steps=max_steps, epochs=epochs)
-        with _progress() as bar:
+        with progress() as bar:
             task = bar.add_task("training", total=None)
 
             def report(e: dict[str, Any]) -> None:
@@ -50,7 +47,7 @@ def finetune(
                 resume=resume, overwrite=overwrite, progress=report,
             )  # fmt: skip
 
-    r = _run(body)
+    r = run(body)
     verb = {"completed": "trained", "paused": "paused", "cached": "already trained"}[r.status]
     out.print(
         f"[bold]{verb}[/]: {r.method} on {r.base_model}, {r.steps} steps, final loss {r.final_loss}, "
@@ -61,7 +58,6 @@ def finetune(
         out.print("resume with: forgeflow finetune ... --resume")
 
 
-@app.command()
 def evaluate(
     model: Annotated[Path, typer.Option("--model", help="run directory from finetune")],
     data: DataOpt = Path("data/dataset"),
@@ -71,22 +67,21 @@ def evaluate(
     from core.errors import ValidationFailed
     from tasks.evaluate.run import evaluate_model
 
-    def body() -> dict[str, Any]:
+    def body() -> EvalReport:
         settings = get_settings()
         report = evaluate_model(model, data, settings.evaluate, settings.cache_dir, out_dir)
         table = Table("", "base", "tuned")
-        for key in ("nll", "perplexity"):
-            table.add_row(key, f"{report['base'][key]:.4f}", f"{report['tuned'][key]:.4f}")
+        table.add_row("nll", f"{report.base.nll:.4f}", f"{report.tuned.nll:.4f}")
+        table.add_row("perplexity", f"{report.base.perplexity:.4f}", f"{report.tuned.perplexity:.4f}")
         out.print(table)
-        if not report["passed"]:
+        if not report.passed:
             raise ValidationFailed("the tuned model does not beat its base on eval perplexity")
         return report
 
-    _run(body)
+    run(body)
     out.print("[green]passed[/]: the tuned model beats its base")
 
 
-@app.command(name="export")
 def export_gguf(
     model: Annotated[Path, typer.Option("--model", help="run directory (or an HF model directory)")],
     out_dir: Annotated[Path, typer.Option("--out")],
@@ -96,25 +91,24 @@ def export_gguf(
     """Merge the adapter, write GGUF f16 and quantized files, check parity with llama.cpp."""
     from tasks.export.run import export_model
 
-    def body() -> dict[str, Any]:
+    def body() -> ExportReport:
         settings = get_settings()
         cfg = settings.export.model_copy(update={"quants": quant}) if quant else settings.export
         cfg = type(cfg).model_validate(cfg.model_dump())  # validates --quant values
-        with _progress() as bar:
+        with progress() as bar:
             task = bar.add_task("export", total=1.0)
             return export_model(
                 model, out_dir, cfg, settings.cache_dir, data,
                 progress=lambda stage, done: bar.update(task, completed=done, description=stage),
             )  # fmt: skip
 
-    manifest = _run(body)
+    manifest = run(body)
     table = Table("gguf", "size MB", "agreement", "sha256")
-    for q, g in manifest["ggufs"].items():
-        table.add_row(q, f"{g['bytes'] / 1e6:.1f}", f"{g['parity']['agreement']:.3f}", g["sha256"][:16])
+    for q, g in manifest.ggufs.items():
+        table.add_row(q, f"{g.bytes / 1e6:.1f}", f"{g.parity.agreement:.3f}", g.sha256[:16])
     out.print(table)
 
 
-@app.command()
 def pipeline(
     repo: Annotated[str, typer.Option("--repo", help="repository to learn (prepare-data first)")] = ".",
     data: DataOpt = Path("data/dataset"),
@@ -128,24 +122,26 @@ def pipeline(
     from flows.finetune import FinetuneParams, finetune_flow
     from flows.prepare_data import PrepareDataParams, prepare_data
 
-    def body() -> dict[str, Any]:
-        if not skip_prepare:
-            prepare_data(PrepareDataParams(repo=repo, out_dir=str(data)))
-        params = FinetuneParams(
-            data_dir=str(data), out_dir=str(out_dir), profile=profile, max_steps=max_steps, quants=quant
+    if not skip_prepare:
+        run_flow(
+            lambda: prepare_data(PrepareDataParams(repo=repo, out_dir=str(data)), return_state=True),
+            [data / "validation.md"],
         )
-        return finetune_flow(params)
-
-    result = _run(body)
-    train, ev = result["train"], result["evaluate"]
-    out.print(f"trained {train['steps']} steps, final loss {train['final_loss']:.4f}")
-    if ev:
+    params = {"data_dir": str(data), "out_dir": str(out_dir), "profile": profile, "max_steps": max_steps}
+    result = run_flow(
+        lambda: finetune_flow(FinetuneParams(**params, quants=quant), return_state=True),
+        [out_dir / "eval.md", out_dir / "export" / "export.md"],
+    )
+    if result.train is not None:
+        loss = f"{result.train.final_loss:.4f}" if result.train.final_loss is not None else "-"
+        out.print(f"trained {result.train.steps} steps, final loss {loss}")
+    if (ev := result.evaluate) is not None:
         out.print(
-            f"eval perplexity: base {ev['base']['perplexity']:.3f} → tuned {ev['metrics']['perplexity']:.3f}"
-            f" ({'passed' if ev['passed'] else 'not better'})"
+            f"eval perplexity: base {ev.base.perplexity:.3f} → tuned {ev.metrics.perplexity:.3f}"
+            f" ({'passed' if ev.passed else 'not better'})"
         )
-    for q, g in (result["export"] or {}).get("ggufs", {}).items():
-        out.print(f"{q}: {out_dir / 'export' / g['file']} (parity {g['parity']['agreement']:.3f})")
-    if result.get("registered"):
-        key = result["registered"]["key"]
+    for q, g in (result.export.ggufs if result.export else {}).items():
+        out.print(f"{q}: {out_dir / 'export' / g.file} (parity {g.parity.agreement:.3f})")
+    if result.registered is not None:
+        key = result.registered.key
         out.print(f"registered {key}: serve it with `forgeflow serve --model {key}`")

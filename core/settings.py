@@ -46,6 +46,10 @@ class Settings(BaseSettings):
 
     home: Path = Field(Path(".forgeflow"), description="workspace: caches, clones, registry, artifacts")
     environment: Literal["development", "production"] = "development"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "WARNING", description="FORGEFLOW_LOG_LEVEL: what the CLI's log lines show"
+    )
+    debug: bool = Field(False, description="FORGEFLOW_DEBUG=1: the CLI shows tracebacks of internal errors")
     allowed_roots: list[Path] = Field(
         default_factory=_default_roots, description="local repos and files must live under one of these"
     )

@@ -20,10 +20,11 @@ from core.atomic import write_json
 from core.config import Method, Quant
 from core.errors import InputError, ValidationFailed
 from core.hashing import file_sha256
+from core.reports import EvalReport, ExportReport, FinetuneFlowReport, FinetuneReport, RegisteredModel
 from core.settings import Settings, get_settings
 from tasks.evaluate.run import evaluate_task
 from tasks.export.run import export_task
-from tasks.finetune.checkpoints import CHECKPOINTS, RUN_STATE, FinetuneReport
+from tasks.finetune.checkpoints import CHECKPOINTS, RUN_STATE
 from tasks.finetune.run import load_profile, train_task
 from tasks.finetune.trainer import complete_checkpoints
 from tasks.validate.run import validate_task
@@ -60,7 +61,7 @@ class FinetuneParams(BaseModel):
 
 @task(name="record-lineage", retries=0, cache_policy=NO_CACHE)
 def record_lineage(
-    out_dir: str, train: FinetuneReport, evaluation: dict[str, Any] | None, export: dict[str, Any] | None
+    out_dir: str, train: FinetuneReport, evaluation: EvalReport | None, export: ExportReport | None
 ) -> dict[str, Any]:
     """Write lineage.json: source commit → dataset hash → config hash → adapter → GGUF sha256s."""
     run = Path(out_dir)
@@ -75,25 +76,25 @@ def record_lineage(
         "evaluation": None
         if evaluation is None
         else {
-            "passed": evaluation["passed"],
-            "perplexity": evaluation["metrics"]["perplexity"],
-            "base_perplexity": evaluation["base"]["perplexity"],
+            "passed": evaluation.passed,
+            "perplexity": evaluation.metrics.perplexity,
+            "base_perplexity": evaluation.base.perplexity,
         },
         "ggufs": None
         if export is None
-        else {q: {"file": g["file"], "sha256": g["sha256"]} for q, g in export["ggufs"].items()},
+        else {q: {"file": g.file, "sha256": g.sha256} for q, g in export.ggufs.items()},
     }
     write_json(run / LINEAGE, lineage)
     return lineage
 
 
 @task(name="register-model", retries=0, cache_policy=NO_CACHE)
-def register_model(out_dir: str, name: str, export: dict[str, Any], settings: Settings) -> dict[str, Any]:
+def register_model(out_dir: str, name: str, export: ExportReport, settings: Settings) -> RegisteredModel:
     """Add the export to the model registry as a new version of `name` (once per exported GGUF)."""
     from core.registry import Registry
 
     with Registry.from_settings(settings) as registry:
-        exported = {g["sha256"] for g in export["ggufs"].values()}
+        exported = {g.sha256 for g in export.ggufs.values()}
         newest = registry.find(name)
         if (
             newest is not None
@@ -103,11 +104,11 @@ def register_model(out_dir: str, name: str, export: dict[str, Any], settings: Se
             info = newest  # a retried run exported the same bytes: no new version
         else:
             info = registry.register(Path(out_dir) / EXPORT_DIR, name=name)
-        return {"key": info.key, "sha256": info.artifacts["gguf"].sha256, "aliases": info.aliases}
+        return RegisteredModel(key=info.key, sha256=info.artifacts["gguf"].sha256, aliases=info.aliases)
 
 
 @flow(name="finetune", log_prints=False)
-def finetune_flow(params: FinetuneParams | None = None) -> dict[str, Any]:
+def finetune_flow(params: FinetuneParams | None = None) -> FinetuneFlowReport:
     """Train an adapter, evaluate it against its base, export GGUFs that pass parity; record lineage."""
     params = params or FinetuneParams()
     settings = get_settings()
@@ -117,18 +118,16 @@ def finetune_flow(params: FinetuneParams | None = None) -> dict[str, Any]:
     if not (Path(params.data_dir) / "train.jsonl").is_file():
         raise InputError(f"{params.data_dir} has no train.jsonl: run the prepare-data flow first")
     if params.dry_run:
-        return {"config": cfg.model_dump(mode="json"), "base_model": base_model, "dry_run": True}
+        return FinetuneFlowReport(plan={"config": cfg.model_dump(mode="json"), "base_model": base_model})
     validate_task(params.data_dir, settings)
     train = _train_until_done(params, cfg, base_model, settings, logger)
-    result: dict[str, Any] = {"train": train.model_dump(mode="json"), "evaluate": None, "export": None}
+    result = FinetuneFlowReport(train=train)
     if params.stop_after != "train":
-        result["evaluate"] = evaluate_task(params.out_dir, params.data_dir, settings)
+        evaluation = result.evaluate = evaluate_task(params.out_dir, params.data_dir, settings)
         logger.info(
-            "perplexity: tuned %.3f vs base %.3f",
-            result["evaluate"]["metrics"]["perplexity"],
-            result["evaluate"]["base"]["perplexity"],
+            "perplexity: tuned %.3f vs base %.3f", evaluation.metrics.perplexity, evaluation.base.perplexity
         )
-        if params.require_improvement and not result["evaluate"]["passed"]:
+        if params.require_improvement and not evaluation.passed:
             raise ValidationFailed("the tuned model does not beat its base on eval perplexity: not exported")
     if params.stop_after == "export":
         export_settings = settings
@@ -137,12 +136,12 @@ def finetune_flow(params: FinetuneParams | None = None) -> dict[str, Any]:
                 update={"export": settings.export.model_copy(update={"quants": params.quants})}
             )
         out = str(Path(params.out_dir) / EXPORT_DIR)
-        result["export"] = export_task(params.out_dir, out, export_settings, params.data_dir)
-    result["lineage"] = record_lineage(params.out_dir, train, result["evaluate"], result["export"])
-    if result["export"] is not None and params.register_as:
-        result["registered"] = register_model(params.out_dir, params.register_as, result["export"], settings)
+        result.export = export_task(params.out_dir, out, export_settings, params.data_dir)
+    result.lineage = record_lineage(params.out_dir, train, result.evaluate, result.export)
+    if result.export is not None and params.register_as:
+        result.registered = register_model(params.out_dir, params.register_as, result.export, settings)
         logger.info(
-            "registered %s: serve it with `forgeflow serve --model %s`", *(result["registered"]["key"],) * 2
+            "registered %s: serve it with `forgeflow serve --model %s`", *(result.registered.key,) * 2
         )
     return result
 

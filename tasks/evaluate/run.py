@@ -22,7 +22,7 @@ from core.chat_template import IGNORE_INDEX, Encoded, Message, encode
 from core.config import EvalConfig
 from core.dataset import load_eval_set
 from core.errors import InputError
-from core.paths import display
+from core.reports import EvalReport
 from core.settings import Settings
 from core.trained import load_tuned, read_run
 from tasks.evaluate.generation import Prompt, score_generations, select_prompts
@@ -40,7 +40,6 @@ Progress = Callable[[str, float], None]  # (stage, fraction of the whole evaluat
 
 REPORT_JSON = "eval.json"
 ARTIFACT_KEY = "evaluation-report"
-EXIT_NOT_PASSED = 1
 
 
 def evaluate_model(
@@ -50,7 +49,7 @@ def evaluate_model(
     cache_dir: Path,
     out_dir: Path | None = None,
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> EvalReport:
     """Score the run in `model_dir` and its base on `data_dir`'s eval split; write eval.json and eval.md.
 
     Args:
@@ -58,7 +57,7 @@ def evaluate_model(
         progress: called with (stage, fraction done) as batches and generations finish.
 
     Returns:
-        The report written to eval.json (see tasks.evaluate.report.build_report).
+        The report written to eval.json.
 
     Raises:
         InputError: `model_dir` is not a finetune run, or `data_dir` has no usable eval split.
@@ -85,11 +84,14 @@ def evaluate_model(
         "train_dataset_hash": run.manifest.get("dataset_hash"),
         "eval_dataset_sha256": eval_set.sha256,
     }
-    report = build_report(base, tuned, cfg, lineage, eval_samples=len(eval_set.samples))
+    report = EvalReport.model_validate(
+        build_report(base, tuned, cfg, lineage, eval_samples=len(eval_set.samples))
+    )
+    document = report.model_dump(mode="json")
     out = out_dir if out_dir is not None else model_dir
-    write_json(out / REPORT_JSON, report)
+    write_json(out / REPORT_JSON, document)
     examples = list(zip(prompts, base.answers, tuned.answers, strict=True))
-    write_text(out / REPORT_MD, render_report_markdown(report, examples))
+    write_text(out / REPORT_MD, render_report_markdown(document, examples))
     tracker.finish()
     return report
 
@@ -143,7 +145,7 @@ def evaluate_task(
     settings: Settings,
     out_dir: str | None = None,
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> EvalReport:
     """Prefect task: evaluate tuned vs base and publish the report; the flow decides what a fail means.
 
     A model that does not beat its base is a result, not an error, so the task does not fail on it.
@@ -158,37 +160,8 @@ def evaluate_task(
         key=ARTIFACT_KEY,
         description="tuned vs base evaluation",
     )
-    (log.info if report["passed"] else log.warning)("%s", summary_line(report))
+    (log.info if report.passed else log.warning)("%s", summary_line(report.model_dump(mode="json")))
     return report
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m tasks.evaluate.run --model DIR --data DIR` (DVC): exit 0 passed, 1 not, 2 bad input."""
-    import argparse
-
-    from core.settings import get_settings
-
-    parser = argparse.ArgumentParser(prog="python -m tasks.evaluate.run", description=main.__doc__)
-    parser.add_argument(
-        "--model", type=Path, required=True, help="finetune run directory (train.json, adapter/)"
-    )
-    parser.add_argument("--data", type=Path, required=True, help="dataset directory with eval.jsonl")
-    parser.add_argument("--out", type=Path, default=None, help="report directory (default: --model)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    log.setLevel(logging.INFO)  # importing Prefect configures the root logger at WARNING
-    try:
-        settings = get_settings()
-        report = evaluate_model(args.model, args.data, settings.evaluate, settings.cache_dir, args.out)
-    except InputError as exc:
-        log.error("%s", exc)
-        return exc.exit_code
-    where = display((args.out or args.model) / REPORT_MD)
-    if not report["passed"]:
-        log.error("%s; report in %s", summary_line(report), where)
-        return EXIT_NOT_PASSED
-    log.info("%s; report in %s", summary_line(report), where)
-    return 0
 
 
 def _encode(tokenizer: Any, conversations: list[list[Message]], max_length: int) -> list[Encoded]:
@@ -241,7 +214,3 @@ class _Tracker:
     def finish(self) -> None:
         if self.callback is not None:
             self.callback("done", 1.0)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
@@ -24,10 +24,11 @@ from prefect.cache_policies import NO_CACHE
 from core.atomic import write_json, write_text
 from core.base_models import materialize
 from core.config import ExportConfig, Quant
-from core.errors import ForgeflowError, InputError, ValidationFailed
+from core.errors import InputError, ValidationFailed
 from core.gguf import inspect_gguf
 from core.hashing import dir_sha256, file_sha256
 from core.paths import display
+from core.reports import ExportReport
 from core.settings import Settings
 from core.trained import ADAPTER_DIR, MANIFEST, TrainedRun, read_run
 from tasks.export import parity as par
@@ -76,7 +77,7 @@ def export_model(
     cache_dir: Path,
     eval_data: Path | None = None,
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> ExportReport:
     """Export a finetune run (merged first) or a plain HF model directory to GGUF files in `out_dir`.
 
     f16 is always written: it is the source of the quants. The reports are written before a parity
@@ -114,12 +115,15 @@ def export_model(
     results = _parity(weights, prompts, ggufs, cfg, state, out_dir)
     source = {"dir": display(model_dir), "weights_sha256": weights.sha256}
     prompts_from = "eval split" if eval_data is not None else "built-in"
-    manifest = build_manifest(source, weights.run, ggufs, results, cfg, tools, prompts_from)
-    write_json(out_dir / REPORT_JSON, manifest)
-    write_text(out_dir / REPORT_MD, render_report_markdown(manifest))
+    manifest = ExportReport.model_validate(
+        build_manifest(source, weights.run, ggufs, results, cfg, tools, prompts_from)
+    )
+    document = manifest.model_dump(mode="json")
+    write_json(out_dir / REPORT_JSON, document)
+    write_text(out_dir / REPORT_MD, render_report_markdown(document))
     report("done", 1.0)
-    if not manifest["passed"]:
-        raise ParityFailed(parity_failure_message(manifest))
+    if not manifest.passed:
+        raise ParityFailed(parity_failure_message(document))
     return manifest
 
 
@@ -253,7 +257,7 @@ def export_task(
     settings: Settings,
     data_dir: str | None = None,
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> ExportReport:
     """Prefect task: export the model and publish export.md as an artifact, also when parity fails.
 
     Not retried: a failed conversion or parity check fails the same way again. Not cached by Prefect:
@@ -266,37 +270,3 @@ def export_task(
         if (out / REPORT_MD).is_file():
             markdown = (out / REPORT_MD).read_text(encoding="utf-8")
             create_markdown_artifact(markdown, key=ARTIFACT_KEY, description="GGUF export report")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m tasks.export.run --model DIR --out DIR`: exit 0 exported, 1 failed, 2 bad input."""
-    import argparse
-
-    from core.settings import get_settings
-
-    parser = argparse.ArgumentParser(prog="python -m tasks.export.run", description=main.__doc__)
-    parser.add_argument("--model", type=Path, required=True, help="finetune output or HF model directory")
-    parser.add_argument("--out", type=Path, required=True, help="where merged/, the GGUFs and reports go")
-    parser.add_argument("--data", type=Path, help="dataset directory; its eval split gives parity prompts")
-    parser.add_argument("--quant", nargs="+", choices=get_args(Quant), help="default: export.quants")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for name in (log.name, "tasks"):  # importing Prefect configures the root logger at WARNING
-        logging.getLogger(name).setLevel(logging.INFO)
-    try:
-        settings = get_settings()
-        cfg = settings.export
-        if args.quant:
-            cfg = ExportConfig.model_validate(cfg.model_dump() | {"quants": args.quant})
-        manifest = export_model(args.model, args.out, cfg, settings.cache_dir, args.data)
-    except ForgeflowError as exc:
-        log.error("%s", exc)
-        return exc.exit_code
-    parity = ", ".join(f"{q} {g['parity']['agreement']:.1%}" for q, g in manifest["ggufs"].items())
-    shown = display(args.out)
-    log.info("exported to %s; parity %s; report in %s/%s", shown, parity, shown, REPORT_MD)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

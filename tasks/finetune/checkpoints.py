@@ -9,44 +9,19 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from core.atomic import publish_dir
 from core.errors import InputError
+from core.reports import FinetuneReport
 from core.trained import ADAPTER_DIR, MANIFEST
 
 CHECKPOINTS = "checkpoints"
 PISSA_INIT = "pissa-init"
 PAUSE_FILE = "PAUSE"  # touch it (the flow or the API does) to pause at the next step boundary
 RUN_STATE = "run.json"  # hashes of an unfinished run, so --resume refuses different inputs
-
-
-class FinetuneReport(BaseModel):
-    """What a training run did; `train.json` holds it (plus lineage) once the run completes."""
-
-    status: Literal["completed", "paused", "cached"]
-    base_model: str
-    method: str
-    backend: str
-    device: str
-    dtype: str
-    config: dict[str, Any]
-    config_hash: str
-    dataset_hash: str
-    source_commit: str | None
-    samples: int
-    truncated_samples: int
-    dropped_samples: int
-    steps: int
-    epochs: float
-    tokens: int
-    tokens_per_second: float
-    final_loss: float | None
-    loss_curve: list[tuple[int, float]]
-    runtime_seconds: float
-    peak_memory_mb: float
 
 
 def save_pissa_init(model: Any, target: Path) -> None:

@@ -29,6 +29,7 @@ from core.chat_template import Encoded, encode
 from core.config import TrainConfig
 from core.errors import InputError
 from core.hashing import config_sha256, dataset_sha256
+from core.reports import FinetuneReport
 from core.settings import Settings
 from core.trained import MANIFEST
 from tasks.finetune.checkpoints import (
@@ -36,7 +37,6 @@ from tasks.finetune.checkpoints import (
     PAUSE_FILE,
     PISSA_INIT,
     RUN_STATE,
-    FinetuneReport,
     check_resume,
     discard_run,
     finished,
@@ -272,51 +272,3 @@ def train_task(
     )
     update_progress_artifact(artifact, 100.0, description=f"training {result.status} at step {result.steps}")
     return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m tasks.finetune.run` (the DVC stage): exit 0 trained (or already), 2 bad input."""
-    import argparse
-
-    from core.settings import get_settings
-
-    parser = argparse.ArgumentParser(prog="python -m tasks.finetune.run", description=main.__doc__)
-    parser.add_argument("--data", type=Path, required=True, help="dataset directory with train.jsonl")
-    parser.add_argument("--out", type=Path, required=True, help="run directory")
-    parser.add_argument("--profile", default="cpu-quick", help="profile name under configs/train or a YAML")
-    parser.add_argument("--base-model", default=None, help="default: base_model from the settings")
-    parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--overwrite", action="store_true", help="discard another run's files in --out")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    log.setLevel(logging.INFO)  # importing Prefect configures the root logger at WARNING
-    try:
-        settings = get_settings()
-        cfg = load_profile(args.profile)
-        result = finetune(
-            args.data,
-            args.base_model or settings.base_model,
-            args.out,
-            cfg,
-            settings.cache_dir,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            progress=lambda e: log.info(
-                "step %d/%d loss %.4f %.0f tokens/s",
-                e["step"],
-                e["max_steps"],
-                e["loss"],
-                e["tokens_per_second"],
-            ),
-        )
-    except InputError as exc:
-        log.error("%s", exc)
-        return exc.exit_code
-    log.info(
-        "%s: %d steps, final loss %s, report in %s", result.status, result.steps, result.final_loss, args.out
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -51,20 +51,18 @@ def test_smollm2_trains_evaluates_exports_and_serves_under_llama_cpp(tmp_path: P
     evaluation = evaluate_model(
         run, data, EvalConfig(max_samples=0, generation_samples=2, max_new_tokens=24), cache
     )
-    assert evaluation["base"]["tokens"] == evaluation["tuned"]["tokens"] > 0
-    assert evaluation["passed"] is True, evaluation["delta"]  # tuned beats base on these held-out answers
+    assert evaluation.base.tokens == evaluation.tuned.tokens > 0
+    assert evaluation.passed is True, evaluation.delta  # tuned beats base on these held-out answers
 
     manifest = export_model(
         run, run / "export", ExportConfig(quants=["f16", "q4_k_m"], parity_prompts=2, parity_tokens=16),
         cache, data,
     )  # fmt: skip
     for quant in ("f16", "q4_k_m"):
-        gguf = run / "export" / manifest["ggufs"][quant]["file"]
+        gguf = run / "export" / manifest.ggufs[quant].file
         assert inspect_gguf(gguf).tensor_count > 0
-        assert manifest["ggufs"][quant]["parity"]["passed"] is True, manifest["ggufs"][quant]["parity"]
-    llm = Llama(
-        model_path=str(run / "export" / manifest["ggufs"]["q4_k_m"]["file"]), n_ctx=512, verbose=False
-    )
+        assert manifest.ggufs[quant].parity.passed is True, manifest.ggufs[quant].parity
+    llm = Llama(model_path=str(run / "export" / manifest.ggufs["q4_k_m"].file), n_ctx=512, verbose=False)
     reply = llm.create_chat_completion(
         messages=[{"role": "user", "content": "What is 2+2?"}], max_tokens=12, temperature=0.0
     )

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from prefect.settings import PREFECT_API_URL
 
-from core.hashing import file_sha256
+from core.hashing import dataset_sha256, file_sha256
 from core.registry import Registry
 from core.settings import get_settings
 from flows.finetune import FinetuneParams, finetune_flow
@@ -88,7 +88,6 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny: tuple[Path, Path]
         "FORGEFLOW_HOME": str(tmp_path / "ws"),
         "FORGEFLOW_BASE_MODEL": str(base),
         "FORGEFLOW_VALIDATION__MIN_SAMPLES": "5",
-        "FORGEFLOW_VALIDATION__TOKENIZER": str(base),
         "FORGEFLOW_EVALUATE__GENERATION_SAMPLES": "2",
         "FORGEFLOW_EVALUATE__MAX_NEW_TOKENS": "8",
         "FORGEFLOW_EXPORT__QUANTS": '["f16", "q8_0"]',
@@ -117,14 +116,14 @@ def test_finetune_flow_trains_evaluates_exports_and_records_lineage(env: Path) -
     state = finetune_flow(params, return_state=True)
     assert state.is_completed(), state.message
     result = state.result()
-    assert result["train"]["status"] == "completed" and result["train"]["steps"] == 12
-    evaluation = result["evaluate"]  # its numbers are tested in tests/evaluate; here: it ran on this run
-    assert evaluation["lineage"]["config_hash"] == result["train"]["config_hash"]
-    assert (env / "run" / "eval.json").is_file() and evaluation["tuned"]["tokens"] > 0
-    assert set(result["export"]["ggufs"]) == {"f16", "q8_0"}
+    assert result.train.status == "completed" and result.train.steps == 12
+    evaluation = result.evaluate  # its numbers are tested in tests/evaluate; here: it ran on this run
+    assert evaluation.lineage["config_hash"] == result.train.config_hash
+    assert (env / "run" / "eval.json").is_file() and evaluation.tuned.tokens > 0
+    assert set(result.export.ggufs) == {"f16", "q8_0"}
     lineage = json.loads((env / "run" / "lineage.json").read_text())
     assert lineage["source_commit"] == "a" * 40
-    assert lineage["dataset_hash"] == file_sha256(env / "data" / "train.jsonl")
+    assert lineage["dataset_hash"] == dataset_sha256(env / "data") == result.train.dataset_hash
     for quant, gguf in lineage["ggufs"].items():
         assert gguf["sha256"] == file_sha256(env / "run" / "export" / gguf["file"]), quant
     progress = _progress(state.state_details.flow_run_id)
@@ -136,17 +135,14 @@ def test_finetune_flow_trains_evaluates_exports_and_records_lineage(env: Path) -
     stamp = f16.stat().st_mtime_ns
     again = finetune_flow(params, return_state=True)
     assert again.is_completed(), again.message
-    assert again.result()["train"]["status"] == "cached"
+    assert again.result().train.status == "cached"
     assert f16.stat().st_mtime_ns == stamp
 
     # the export is in the registry once, with its lineage; the retried run added no version
-    assert result["registered"]["key"] == again.result()["registered"]["key"] == "forgeflow:1.0.0"
-    registry = Registry.from_settings(get_settings())
-    try:
+    assert result.registered.key == again.result().registered.key == "forgeflow:1.0.0"
+    with Registry.from_settings(get_settings()) as registry:
         info = registry.resolve("forgeflow")
         assert registry.list(name="forgeflow").total == 1
-    finally:
-        registry.close()
     assert info.source_commit == "a" * 40 and info.dataset_hash == lineage["dataset_hash"]
     assert info.artifacts["gguf"].sha256 in {g["sha256"] for g in lineage["ggufs"].values()}
 

@@ -32,3 +32,12 @@ def assert_one_clean_line(proc: subprocess.CompletedProcess[str], typed: list[st
         rest = rest.replace(arg, "")
     assert not re.search(r"(^|[\s'\"(])/[A-Za-z]", rest), rest
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
+
+
+def invoke(*args: str) -> int:
+    """Run `forgeflow ARGS` in this process (Typer's test runner) and return its exit code."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    return CliRunner().invoke(app, list(args)).exit_code

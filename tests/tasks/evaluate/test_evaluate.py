@@ -15,11 +15,13 @@ from core.chat_template import IGNORE_INDEX, encode, render
 from core.config import EvalConfig
 from core.dataset import load_eval_set
 from core.errors import InputError
+from core.reports import EvalReport
 from core.settings import Settings, get_settings
 from core.trained import load_base
 from tasks.evaluate import run as evaluate_module
 from tasks.evaluate.generation import exact_match, normalize_answer, rouge_l_f1, select_prompts
-from tasks.evaluate.run import ARTIFACT_KEY, evaluate_model, evaluate_task, main, score_nll
+from tasks.evaluate.run import ARTIFACT_KEY, evaluate_model, evaluate_task, score_nll
+from tests.helpers.cli import invoke
 
 CFG = EvalConfig(batch_size=3, generation_samples=2, max_new_tokens=16)
 QUICK = EvalConfig(max_samples=3, generation_samples=0)  # NLL on three samples, no generation
@@ -33,6 +35,7 @@ def evaluated(
     out = tmp_path_factory.mktemp("report")
     calls: list[tuple[str, float]] = []
     report = evaluate_model(tuned_run, eval_dir, CFG, cache_dir, out, lambda s, f: calls.append((s, f)))
+    report = report.model_dump()
     return report, out, calls
 
 
@@ -117,7 +120,7 @@ def test_a_margin_the_tuned_model_cannot_reach_fails_it(
     tuned_run: Path, eval_dir: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
     cfg = QUICK.model_copy(update={"margin": 0.99})
-    report = evaluate_model(tuned_run, eval_dir, cfg, cache_dir, tmp_path)
+    report = evaluate_model(tuned_run, eval_dir, cfg, cache_dir, tmp_path).model_dump()
 
     assert report["passed"] is False
     assert report["threshold_perplexity"] == pytest.approx(report["base"]["perplexity"] * 0.01)
@@ -284,7 +287,7 @@ def test_a_max_length_that_cuts_every_answer_is_refused(
 
 @pytest.fixture
 def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
-    """`python -m tasks.evaluate.run` settings: a temp workspace, quick evaluation."""
+    """`forgeflow evaluate` settings: a temp workspace, quick evaluation."""
     monkeypatch.setenv("FORGEFLOW_CONFIG", str(tmp_path / "none.yaml"))
     monkeypatch.setenv("FORGEFLOW_HOME", str(tmp_path / "ws"))
     monkeypatch.setenv("FORGEFLOW_EVALUATE__MAX_SAMPLES", "3")
@@ -297,14 +300,20 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.
 def test_cli_exit_codes_say_passed_not_passed_or_bad_input(
     cli_env: pytest.MonkeyPatch, tuned_run: Path, eval_dir: Path, tmp_path: Path
 ) -> None:
-    assert main(["--model", str(tuned_run), "--data", str(eval_dir), "--out", str(tmp_path / "a")]) == 0
+    assert (
+        invoke("evaluate", "--model", str(tuned_run), "--data", str(eval_dir), "--out", str(tmp_path / "a"))
+        == 0
+    )
     assert json.loads((tmp_path / "a" / "eval.json").read_text())["passed"] is True
-    assert main(["--model", str(tmp_path), "--data", str(eval_dir)]) == 2
-    assert main(["--model", str(tuned_run), "--data", str(tmp_path / "missing")]) == 2
+    assert invoke("evaluate", "--model", str(tmp_path), "--data", str(eval_dir)) == 2
+    assert invoke("evaluate", "--model", str(tuned_run), "--data", str(tmp_path / "missing")) == 2
 
     cli_env.setenv("FORGEFLOW_EVALUATE__MARGIN", "0.99")
     get_settings.cache_clear()
-    assert main(["--model", str(tuned_run), "--data", str(eval_dir), "--out", str(tmp_path / "b")]) == 1
+    assert (
+        invoke("evaluate", "--model", str(tuned_run), "--data", str(eval_dir), "--out", str(tmp_path / "b"))
+        == 1
+    )
 
 
 def test_the_prefect_task_publishes_the_markdown_report(
@@ -319,7 +328,9 @@ def test_the_prefect_task_publishes_the_markdown_report(
     settings = Settings(home=tmp_path / "ws", allowed_roots=[tmp_path], evaluate=QUICK)
     report = evaluate_task.fn(str(tuned_run), str(eval_dir), settings, out_dir=str(tmp_path / "out"))
 
-    assert report["passed"] is True
+    assert report.passed is True
+    # the typed report the flow reads is the document on disk
+    assert EvalReport.model_validate_json((tmp_path / "out" / "eval.json").read_text()) == report
     assert published["key"] == ARTIFACT_KEY == "evaluation-report"
     assert published["markdown"] == (tmp_path / "out" / "eval.md").read_text()
 

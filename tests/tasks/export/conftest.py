@@ -73,4 +73,4 @@ def exported(
     """OUT dir and manifest of the LoRA run's export with the default ExportConfig (all quants)."""
     out = tmp_path_factory.mktemp("export")
     with single_threaded_torch():
-        return out, export_model(lora_run, out, ExportConfig(), cache_dir, eval_data)
+        return out, export_model(lora_run, out, ExportConfig(), cache_dir, eval_data).model_dump()

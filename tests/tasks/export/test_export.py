@@ -14,13 +14,15 @@ import pytest
 from core.config import DEFAULT_AGREEMENT, ExportConfig
 from core.errors import InputError
 from core.gguf import inspect_gguf, validate_gguf
+from core.reports import ExportReport
 from core.settings import Settings, get_settings
 from core.trained import load_tuned, read_run
 from tasks.export import run as export_module
 from tasks.export.convert import ExportFailed, convert_to_gguf, output_tail
 from tasks.export.merge import merge_adapter
 from tasks.export.parity import parity_conversations
-from tasks.export.run import ParityFailed, export_model, export_task, main
+from tasks.export.run import ParityFailed, export_model, export_task
+from tests.helpers.cli import invoke
 from tests.helpers.recital import ANSWERS, CONVERSATIONS
 from tests.helpers.tinymodel import make_tiny_base, make_tiny_run
 
@@ -150,7 +152,7 @@ def test_rerun_redoes_nothing(
         monkeypatch.setattr(export_module, step, must_not_run)
     monkeypatch.setattr(export_module.par, "hf_references", must_not_run)
 
-    again = export_model(lora_run, out, ExportConfig(), cache_dir, eval_data)
+    again = export_model(lora_run, out, ExportConfig(), cache_dir, eval_data).model_dump()
 
     assert again["ggufs"] == manifest["ggufs"]  # same files, same parity
     assert {name: (out / name).stat().st_mtime_ns for name in GGUFS} == mtimes
@@ -169,9 +171,11 @@ def test_cli_reruns_the_export_from_settings(
     monkeypatch.setattr(export_module, "convert_to_gguf", lambda *a, **k: pytest.fail("converted again"))
     get_settings.cache_clear()
     try:
-        code = main(["--model", str(lora_run), "--out", str(out), "--data", str(eval_data)])
+        code = invoke("export", "--model", str(lora_run), "--out", str(out), "--data", str(eval_data))
         assert code == 0
-        assert main(["--model", str(tmp_path), "--out", str(tmp_path / "out")]) == InputError.exit_code
+        assert (
+            invoke("export", "--model", str(tmp_path), "--out", str(tmp_path / "out")) == InputError.exit_code
+        )
     finally:
         get_settings.cache_clear()
 
@@ -194,14 +198,15 @@ def test_task_publishes_the_report_as_an_artifact(
 
     result = export_task.fn(str(lora_run), str(out), Settings(home=tmp_path / "home"), str(eval_data))
 
-    assert result["ggufs"] == manifest["ggufs"]
+    assert result.model_dump()["ggufs"] == manifest["ggufs"]
+    assert ExportReport.model_validate_json((out / "export.json").read_text()) == result
     assert published == {"md": (out / "export.md").read_text(), "key": "export-report", "description": ANY}
 
 
 def test_plain_model_dir_is_converted_without_merge(tiny_base: Path, cache_dir: Path, tmp_path: Path) -> None:
     cfg = ExportConfig(quants=["f16"])
 
-    manifest = export_model(tiny_base, tmp_path / "out", cfg, cache_dir)  # built-in prompts
+    manifest = export_model(tiny_base, tmp_path / "out", cfg, cache_dir).model_dump()  # built-in prompts
 
     assert not (tmp_path / "out" / "merged").exists()
     assert (manifest["source"]["kind"], manifest["parity_setup"]["prompts_from"]) == ("model", "built-in")

@@ -11,8 +11,9 @@ import torch
 
 from core.config import TrainConfig
 from core.errors import InputError
+from core.reports import FinetuneReport
 from core.trained import load_tuned, read_run
-from tasks.finetune.checkpoints import FinetuneReport, request_pause
+from tasks.finetune.checkpoints import request_pause
 from tasks.finetune.run import encode_split, finetune, load_profile
 from tasks.finetune.trainer import complete_checkpoints
 
