@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck unit bench clean repro
+.PHONY: install run test lint typecheck unit all-tests bench clean repro
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,10 +29,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# the fast tests: everything but the slow end-to-end ones (real SmolLM2, DVC in a fresh clone)
 unit: $(STAMP)
+	$(BIN)/pytest -q -m "not slow"
+
+all-tests: $(STAMP)
 	$(BIN)/pytest -q
 
-test: lint typecheck unit
+# what CI runs: lint, types, and every test (the slow ones included)
+test: lint typecheck all-tests
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/extract.py
