@@ -37,11 +37,8 @@ _U32, _U64 = struct.Struct("<I"), struct.Struct("<Q")
 Scalar = int | float | bool | str
 
 
-class CorruptGGUF(InputError):
+class CorruptGGUF(InputError, status=422, code="CORRUPT_GGUF"):
     """A file that is not a valid GGUF, or one llama.cpp refuses to load."""
-
-    status = 422
-    code = "CORRUPT_GGUF"
 
 
 @dataclass(frozen=True, slots=True)

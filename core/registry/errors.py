@@ -5,22 +5,13 @@ from __future__ import annotations
 from core.errors import InputError
 
 
-class ModelNotFound(InputError):
+class ModelNotFound(InputError, status=404, code="MODEL_NOT_FOUND"):
     """No model, version or alias by that reference."""
 
-    status = 404
-    code = "MODEL_NOT_FOUND"
 
-
-class AlreadyExists(InputError):
+class AlreadyExists(InputError, status=409, code="MODEL_EXISTS"):
     """That name and version is already registered."""
 
-    status = 409
-    code = "MODEL_EXISTS"
 
-
-class PathNotAllowed(InputError):
+class PathNotAllowed(InputError, status=403, code="PATH_NOT_ALLOWED"):
     """A path outside the allowed roots (after following symlinks)."""
-
-    status = 403
-    code = "PATH_NOT_ALLOWED"

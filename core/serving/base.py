@@ -39,36 +39,24 @@ class Deployment:
     detail: str = ""  # endpoint, pid, or why it failed (no absolute paths)
 
 
-class BackendError(ForgeflowError):
+class BackendError(ForgeflowError, status=502, code="BACKEND_ERROR"):
     """A backend failed a request; `status` is the HTTP status the API answers with."""
 
-    status = 502
-    code = "BACKEND_ERROR"
 
-
-class BackendUnavailable(BackendError):
+class BackendUnavailable(BackendError, status=503, code="BACKEND_UNAVAILABLE"):
     """The backend (or the model's server) is down or still starting: try again later."""
-
-    status = 503
-    code = "BACKEND_UNAVAILABLE"
 
     def __init__(self, message: str, retry_after: int = 5) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 
 
-class NotDeployed(BackendError):
+class NotDeployed(BackendError, status=409, code="MODEL_NOT_DEPLOYED"):
     """The model is registered but not deployed on this backend."""
 
-    status = 409
-    code = "MODEL_NOT_DEPLOYED"
 
-
-class UpstreamRejected(BackendError):
+class UpstreamRejected(BackendError, status=400, code="INVALID_REQUEST"):
     """The backend refused the request as invalid (bad parameters, prompt too long for the context)."""
-
-    status = 400
-    code = "INVALID_REQUEST"
 
 
 @runtime_checkable

@@ -21,15 +21,7 @@ import ollama
 
 from core.errors import InputError
 from core.paths import scrub_paths
-from core.serving.base import (
-    BackendError,
-    BackendUnavailable,
-    Deployment,
-    Json,
-    NotDeployed,
-    ServedModel,
-    UpstreamRejected,
-)
+from core.serving import base  # the backend contract: base.Deployment, base.BackendError, ...
 from core.serving.ollama.modelfile import modelfile_for
 
 # Ollama's model names, restricted to what forgeflow's keys look like: "name:tag", lowercase
@@ -56,7 +48,7 @@ class OllamaBackend:
         self.host = host
         self._client = ollama.AsyncClient(host=host, timeout=request_timeout_s)
 
-    async def deploy(self, model: ServedModel) -> Deployment:
+    async def deploy(self, model: base.ServedModel) -> base.Deployment:
         """Upload the GGUF (unless Ollama has its digest) and create the model with its TEMPLATE.
 
         Raises:
@@ -84,16 +76,16 @@ class OllamaBackend:
                 parameters=modelfile.parameters,
                 stream=False,
             )
-        return Deployment(model.key, self.name, "loaded", detail=f"ollama at {self.host}")
+        return base.Deployment(model.key, self.name, "loaded", detail=f"ollama at {self.host}")
 
     async def undeploy(self, key: str) -> None:
         with self._translate(key):
             await self._client.delete(key)
 
-    async def list(self) -> list[Deployment]:
+    async def list(self) -> list[base.Deployment]:
         with self._translate(""):
             listed = await self._client.list()
-        return [Deployment(m.model, self.name, "loaded") for m in listed.models if m.model]
+        return [base.Deployment(m.model, self.name, "loaded") for m in listed.models if m.model]
 
     async def health(self) -> bool:
         """True when Ollama answers /api/version; never raises."""
@@ -103,7 +95,7 @@ class OllamaBackend:
             return False
         return True
 
-    async def chat(self, key: str, body: Json) -> Json:
+    async def chat(self, key: str, body: base.Json) -> base.Json:
         with self._translate(key):
             response = await self._client.chat(
                 model=key, messages=_messages(body), options=_options(body), stream=False
@@ -116,9 +108,9 @@ class OllamaBackend:
             "usage": _usage(response),
         }
 
-    async def chat_stream(self, key: str, body: Json) -> AsyncIterator[Json]:
+    async def chat_stream(self, key: str, body: base.Json) -> AsyncIterator[base.Json]:
         envelope = _envelope("chatcmpl", "chat.completion.chunk", key)
-        delta: Json = {"role": "assistant"}  # the first chunk names the role, as OpenAI's does
+        delta: base.Json = {"role": "assistant"}  # the first chunk names the role, as OpenAI's does
         async with aclosing(self._stream(key, body, chat=True)) as parts:
             async for part in parts:
                 if part.message.content or delta:
@@ -131,7 +123,7 @@ class OllamaBackend:
                     if _include_usage(body):
                         yield envelope | {"choices": [], "usage": _usage(part)}
 
-    async def completion(self, key: str, body: Json) -> Json:
+    async def completion(self, key: str, body: base.Json) -> base.Json:
         with self._translate(key):
             response = await self._client.generate(
                 model=key, prompt=_prompt(body), raw=True, options=_options(body), stream=False
@@ -144,7 +136,7 @@ class OllamaBackend:
         }
         return _envelope("cmpl", "text_completion", key) | {"choices": [choice], "usage": _usage(response)}
 
-    async def completion_stream(self, key: str, body: Json) -> AsyncIterator[Json]:
+    async def completion_stream(self, key: str, body: base.Json) -> AsyncIterator[base.Json]:
         envelope = _envelope("cmpl", "text_completion", key)
         async with aclosing(self._stream(key, body, chat=False)) as parts:
             async for part in parts:
@@ -154,7 +146,7 @@ class OllamaBackend:
                 if part.done and _include_usage(body):
                     yield envelope | {"choices": [], "usage": _usage(part)}
 
-    async def embeddings(self, key: str, inputs: builtins.list[str]) -> Json:  # `list` is a method here
+    async def embeddings(self, key: str, inputs: builtins.list[str]) -> base.Json:  # `list` is a method here
         with self._translate(key):
             response = await self._client.embed(model=key, input=inputs)
         data = [
@@ -172,7 +164,7 @@ class OllamaBackend:
     async def close(self) -> None:
         await self._client.close()
 
-    async def _stream(self, key: str, body: Json, *, chat: bool) -> AsyncGenerator[Any, None]:
+    async def _stream(self, key: str, body: base.Json, *, chat: bool) -> AsyncGenerator[Any, None]:
         """Ollama's NDJSON parts; closing this generator closes the HTTP response, which stops Ollama."""
         parts: AsyncIterator[Any]
         with self._translate(key):
@@ -206,17 +198,17 @@ class OllamaBackend:
         except ollama.ResponseError as exc:
             message = scrub_paths(str(exc.error))
             if exc.status_code == 404:
-                raise NotDeployed(f"model '{key}' is not deployed on Ollama: deploy it first") from None
+                raise base.NotDeployed(f"model '{key}' is not deployed on Ollama: deploy it first") from None
             if exc.status_code == 400:
-                raise UpstreamRejected(f"Ollama rejected the request: {message}") from None
+                raise base.UpstreamRejected(f"Ollama rejected the request: {message}") from None
             status = f" ({exc.status_code})" if exc.status_code > 0 else ""  # -1: an error line mid-stream
-            raise BackendError(f"Ollama failed{status}: {message}") from None
+            raise base.BackendError(f"Ollama failed{status}: {message}") from None
         except httpx.TimeoutException:
-            raise BackendUnavailable(
+            raise base.BackendUnavailable(
                 f"Ollama at {self.host} did not answer in time: try again later"
             ) from None
         except (ConnectionError, httpx.TransportError):
-            raise BackendUnavailable(
+            raise base.BackendUnavailable(
                 f"Ollama at {self.host} is unreachable: start it (`ollama serve`) or set ollama_host"
             ) from None
 
@@ -238,7 +230,7 @@ def normalize_digest(sha256: str) -> str:
     return f"sha256:{match.group(1).lower()}"
 
 
-def _messages(body: Json) -> list[Json]:
+def _messages(body: base.Json) -> list[base.Json]:
     out = []
     for message in body.get("messages", []):
         content = message.get("content") or ""
@@ -248,16 +240,16 @@ def _messages(body: Json) -> list[Json]:
     return out
 
 
-def _prompt(body: Json) -> str:
+def _prompt(body: base.Json) -> str:
     prompt = body.get("prompt", "")
     if isinstance(prompt, list):
         if len(prompt) != 1 or not isinstance(prompt[0], str):
-            raise UpstreamRejected("Ollama completes one text prompt per request")
+            raise base.UpstreamRejected("Ollama completes one text prompt per request")
         prompt = prompt[0]
     return str(prompt)
 
 
-def _options(body: Json) -> Json:
+def _options(body: base.Json) -> base.Json:
     options = {target: body[source] for source, target in _OPTIONS.items() if body.get(source) is not None}
     stop = body.get("stop")
     if stop:
@@ -269,19 +261,19 @@ def _finish(done_reason: str | None) -> str:
     return "length" if done_reason == "length" else "stop"
 
 
-def _usage(response: Any) -> Json:
+def _usage(response: Any) -> base.Json:
     prompt, completion = response.prompt_eval_count or 0, response.eval_count or 0
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def _include_usage(body: Json) -> bool:
+def _include_usage(body: base.Json) -> bool:
     return bool((body.get("stream_options") or {}).get("include_usage"))
 
 
-def _envelope(prefix: str, kind: str, key: str) -> Json:
+def _envelope(prefix: str, kind: str, key: str) -> base.Json:
     return {"id": f"{prefix}-{uuid.uuid4().hex}", "object": kind, "created": int(time.time()), "model": key}
 
 
-def _chunk(envelope: Json, body: Json, choice: Json) -> Json:
+def _chunk(envelope: base.Json, body: base.Json, choice: base.Json) -> base.Json:
     # with include_usage, OpenAI sends "usage": null on every chunk but the last
     return envelope | {"choices": [choice]} | ({"usage": None} if _include_usage(body) else {})
