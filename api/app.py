@@ -5,16 +5,17 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
 
 from api import errors
 from api.deps import AppState
 from api.routes import health, infer, models, openai_compat
 from api.security import BearerAuth, BodyLimit
 from api.telemetry import Metrics, StatsBook
+from api.version import forgeflow_version
 from core.errors import ForgeflowError
 from core.registry import Registry
 from core.serving.base import Backend
@@ -23,13 +24,6 @@ from core.serving.hub import EMBEDDER, Hub
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def forgeflow_version() -> str:
-    try:
-        return version("forgeflow")
-    except PackageNotFoundError:
-        return "0.0.0"
 
 
 def default_backends(settings: Settings) -> dict[str, Backend]:
@@ -87,6 +81,8 @@ def create_app(
         version=forgeflow_version(),
         description="Registry, deployment and OpenAI-compatible inference for repository-tuned models.",
         lifespan=lifespan,
+        # not FastAPI's pydantic-to-JSON fast path: it writes 1e-05 as 0.00001, changing replies' bytes
+        default_response_class=JSONResponse,
     )
     errors.install(app)
     for router in (health.router, models.router, openai_compat.router, infer.router):

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import ForgeflowError
@@ -42,6 +43,29 @@ _CODES = {
     422: "INVALID_INPUT",
     503: "SERVICE_UNAVAILABLE",
     504: "INFERENCE_TIMEOUT",
+}
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorReply(BaseModel):
+    """The body of every error answer."""
+
+    error: ErrorDetail
+
+
+# what every router declares: validation errors are 400s in this shape, not FastAPI's own 422
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {
+        "model": ErrorReply,
+        "description": "The request cannot be served as sent (OpenAI's error shape)",
+    },
+    "5XX": {"model": ErrorReply, "description": "The model or its backend failed, or did not answer in time"},
 }
 
 
@@ -75,9 +99,8 @@ def error_body(
     status: int, message: str, param: str | None = None, code: str | None = None
 ) -> dict[str, Any]:
     kind = _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    return {
-        "error": {"message": scrub(message), "type": kind, "param": param, "code": code or _CODES.get(status)}
-    }
+    detail = ErrorDetail(message=scrub(message), type=kind, param=param, code=code or _CODES.get(status))
+    return ErrorReply(error=detail).model_dump()
 
 
 def error_response(

@@ -4,49 +4,58 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 from fastapi import APIRouter, Query, Response
 
 from api.deps import HubDep, RegistryDep, StateDep
-from api.errors import ApiError
-from api.schemas import AliasRequest, DeployRequest, RegisterRequest
+from api.errors import RESPONSES, ApiError
+from api.schemas.replies import (
+    ArtifactFile,
+    Deployed,
+    ModelDetail,
+    ModelPage,
+    ModelSource,
+    ModelSummary,
+    Rollback,
+)
+from api.schemas.requests import AliasRequest, DeployRequest, RegisterRequest
 from core.registry import ModelInfo
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], responses=RESPONSES)
 Task = str | None
 
 
-def summary(info: ModelInfo) -> dict[str, Any]:
-    return {
-        "name": info.name,
-        "version": info.version,
-        "id": info.key,
-        "task": info.task,
-        "device": info.device,
-        "state": info.state,
-        "backend": info.backend,
-        "base_model": info.base_model,
-        "aliases": info.aliases,
-        "created_at": info.created_at.isoformat(),
-    }
+def summary(info: ModelInfo) -> ModelSummary:
+    return ModelSummary(
+        name=info.name,
+        version=info.version,
+        id=info.key,
+        task=info.task,
+        device=info.device,
+        state=info.state,
+        backend=info.backend,
+        base_model=info.base_model,
+        aliases=info.aliases,
+        created_at=info.created_at.isoformat(),
+    )
 
 
-def detail(info: ModelInfo) -> dict[str, Any]:
+def detail(info: ModelInfo) -> ModelDetail:
     """Everything about a version; artifact paths are shown by file name only."""
     artifacts = {
-        role: {"file": Path(ref.path).name, "sha256": ref.sha256, "size": ref.size}
+        role: ArtifactFile(file=Path(ref.path).name, sha256=ref.sha256, size=ref.size)
         for role, ref in info.artifacts.items()
     }
-    return summary(info) | {
-        "source": {"repo": info.source_repo, "commit": info.source_commit},
-        "dataset_hash": info.dataset_hash,
-        "config": info.config,
-        "metrics": info.metrics,
-        "artifacts": artifacts,
-        "updated_at": info.updated_at.isoformat(),
-        "stats": info.stats.model_dump(),
-    }
+    return ModelDetail(
+        **dict(summary(info)),
+        source=ModelSource(repo=info.source_repo, commit=info.source_commit),
+        dataset_hash=info.dataset_hash,
+        config=info.config,
+        metrics=info.metrics,
+        artifacts=artifacts,
+        updated_at=info.updated_at.isoformat(),
+        stats=info.stats,
+    )
 
 
 @router.get("/models", operation_id="list_models")
@@ -57,28 +66,28 @@ def list_models(
     name: str | None = Query(None, max_length=64),
     page: int = Query(1, ge=1, le=1_000_000),
     limit: int = Query(20, ge=1, le=100),
-) -> dict[str, Any]:
+) -> ModelPage:
     """Registered versions, newest first within a name, with paging and filters."""
     result = registry.list(name=name, task=task, device=device, page=page, limit=limit)
     active = registry.active()
-    return {
-        "models": [summary(m) for m in result.models],
-        "total": result.total,
-        "page": result.page,
-        "pages": result.pages,
-        "active_model": active.key if active else None,
-    }
+    return ModelPage(
+        models=[summary(m) for m in result.models],
+        total=result.total,
+        page=result.page,
+        pages=result.pages,
+        active_model=active.key if active else None,
+    )
 
 
 @router.get("/models/{ref}", operation_id="get_model")
-def get_model(ref: str, state: StateDep) -> dict[str, Any]:
+def get_model(ref: str, state: StateDep) -> ModelDetail:
     """One version (`name`, `name:1.2.0`, `name:alias`) with its config, lineage and stats."""
     state.stats.flush()  # so the stats include requests served in the last few seconds
     return detail(state.registry.resolve(ref))
 
 
 @router.post("/models", status_code=201, operation_id="register_model")
-def register_model(body: RegisterRequest, state: StateDep) -> dict[str, Any]:
+def register_model(body: RegisterRequest, state: StateDep) -> ModelDetail:
     """Register a GGUF file, an export directory or an HF embedding model directory."""
     raw = body.path or body.source
     if not raw:
@@ -116,7 +125,7 @@ async def delete_model(ref: str, state: StateDep) -> Response:
 
 
 @router.post("/models/{name}/aliases", operation_id="set_alias")
-def set_alias(name: str, body: AliasRequest, registry: RegistryDep, hub: HubDep) -> dict[str, Any]:
+def set_alias(name: str, body: AliasRequest, registry: RegistryDep, hub: HubDep) -> ModelDetail:
     """Create or move an alias (`champion`, `staging`, ...) to a version."""
     info = registry.set_alias(name, body.alias, body.version)
     hub.invalidate()
@@ -131,7 +140,7 @@ def remove_alias(name: str, alias: str, registry: RegistryDep, hub: HubDep) -> R
 
 
 @router.post("/models/{name}/rollback", operation_id="rollback")
-async def rollback(name: str, body: AliasRequest, state: StateDep) -> dict[str, Any]:
+async def rollback(name: str, body: AliasRequest, state: StateDep) -> Rollback:
     """Move an alias to an (older) version and deploy that version, in one call."""
     registry, hub = state.registry, state.hub
     before = await asyncio.to_thread(registry.alias_target, name, body.alias)
@@ -142,18 +151,18 @@ async def rollback(name: str, body: AliasRequest, state: StateDep) -> dict[str, 
     if active is None or active.name == name:
         await asyncio.to_thread(registry.set_active, info.key)
     fresh = await asyncio.to_thread(registry.resolve, info.key)
-    return {"alias": f"{name}:{body.alias}", "from": before, "to": info.version, "model": detail(fresh)}
+    return Rollback(alias=f"{name}:{body.alias}", from_=before, to=info.version, model=detail(fresh))
 
 
 @router.post("/models/{name}/deploy", operation_id="deploy_model")
-async def deploy_model(name: str, body: DeployRequest, state: StateDep) -> dict[str, Any]:
+async def deploy_model(name: str, body: DeployRequest, state: StateDep) -> Deployed:
     """Deploy a version on its backend now and make it the active model (the default for requests)."""
     ref = f"{name}:{body.version}" if body.version else name
     info = await state.hub.resolve(ref)
     backend = await state.hub.deploy(info)
     await asyncio.to_thread(state.registry.set_active, info.key)
     fresh = await asyncio.to_thread(state.registry.resolve, info.key)
-    return {"deployed": info.key, "backend": backend.name, "model": detail(fresh)}
+    return Deployed(deployed=info.key, backend=backend.name, model=detail(fresh))
 
 
 @router.delete("/models/{ref}/deploy", status_code=204, operation_id="undeploy_model")

@@ -14,16 +14,28 @@ from starlette.responses import StreamingResponse
 
 from api import inference
 from api.deps import StateDep
-from api.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
+from api.errors import RESPONSES
+from api.schemas.replies import ChatCompletion, Completion, EmbeddingList, OpenAIModel, OpenAIModelList
+from api.schemas.requests import ChatRequest, CompletionRequest, EmbeddingRequest
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"], responses=RESPONSES)
+# the JSON reply is the response model; `stream: true` answers these events instead
+SSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The reply; with `stream: true`, Server-Sent Events of chunks, then `data: [DONE]`",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
 
 
 def _json(body: Any) -> Response:
+    """The backend's reply as it came (a ready Response: FastAPI neither filters nor re-encodes it)."""
     return Response(orjson.dumps(body), media_type="application/json")
 
 
-@router.post("/chat/completions", operation_id="create_chat_completion", response_model=None)
+@router.post(
+    "/chat/completions", operation_id="create_chat_completion", response_model=ChatCompletion, responses=SSE
+)
 async def chat_completions(req: ChatRequest, state: StateDep) -> Response | StreamingResponse:
     """Chat with a registered model; `stream: true` answers with Server-Sent Events."""
     info = await inference.resolve(state, req.model)
@@ -38,7 +50,7 @@ async def chat_completions(req: ChatRequest, state: StateDep) -> Response | Stre
     return _json(result)
 
 
-@router.post("/completions", operation_id="create_completion", response_model=None)
+@router.post("/completions", operation_id="create_completion", response_model=Completion, responses=SSE)
 async def completions(req: CompletionRequest, state: StateDep) -> Response | StreamingResponse:
     """Raw text completion (no chat template)."""
     info = await inference.resolve(state, req.model)
@@ -57,7 +69,7 @@ async def completions(req: CompletionRequest, state: StateDep) -> Response | Str
     return _json(result)
 
 
-@router.post("/embeddings", operation_id="create_embeddings")
+@router.post("/embeddings", operation_id="create_embeddings", response_model=EmbeddingList)
 async def embeddings(req: EmbeddingRequest, state: StateDep) -> Response:
     """Vectors from a text-embedding model (all-minilm-l6-v2 is built in)."""
     info = await inference.resolve(state, req.model or "all-minilm-l6-v2")
@@ -70,18 +82,16 @@ async def embeddings(req: EmbeddingRequest, state: StateDep) -> Response:
 
 
 @router.get("/models", operation_id="list_openai_models")
-async def list_models(state: StateDep) -> dict[str, Any]:
+async def list_models(state: StateDep) -> OpenAIModelList:
     """Every registered version as `name:version`, plus each `name:alias`."""
     page = await asyncio.to_thread(state.registry.list, limit=100)
     models = list(page.models)
     for n in range(2, page.pages + 1):
         models += (await asyncio.to_thread(state.registry.list, page=n, limit=100)).models
-    data: list[dict[str, Any]] = []
+    data: list[OpenAIModel] = []
     for m in models:
         created = int(m.created_at.timestamp())
-        data.append({"id": m.key, "object": "model", "created": created, "owned_by": "forgeflow"})
         data += [
-            {"id": f"{m.name}:{a}", "object": "model", "created": created, "owned_by": "forgeflow"}
-            for a in m.aliases
+            OpenAIModel(id=ref, created=created) for ref in (m.key, *(f"{m.name}:{a}" for a in m.aliases))
         ]
-    return {"object": "list", "data": data}
+    return OpenAIModelList(data=data)

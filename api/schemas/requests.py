@@ -1,4 +1,4 @@
-"""Request bodies of the OpenAI-compatible and seed routes, with OpenAI's bounds.
+"""Request bodies of the OpenAI-compatible, registry and seed routes, with OpenAI's bounds.
 
 Unknown OpenAI fields (user, logit_bias, ...) are accepted and dropped, since SDKs send them; fields
 forgeflow cannot honour (n > 1, tools) are refused instead of silently ignored.

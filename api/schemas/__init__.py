@@ -1,0 +1,1 @@
+"""The API's pydantic bodies: `requests` (what clients send, with OpenAI's bounds) and `replies`."""
