@@ -103,7 +103,8 @@ def _where_to_look(state: Any, reports: Sequence[Path], started: float) -> None:
 
     run_id = state.state_details.flow_run_id
     ui = PREFECT_UI_URL.value()
-    where = f"{ui}/runs/flow-run/{run_id}" if ui else f"flow run {run_id} (Prefect UI: runs)"
+    # without a configured server the run lives in PREFECT_HOME's database: `prefect server start` shows it
+    where = f"{ui}/runs/flow-run/{run_id}" if ui else f"flow run {run_id} (`prefect server start` shows it)"
     fresh = [display(p) for p in reports if p.is_file() and p.stat().st_mtime >= started - 1]
     # printed before the error line, so the error is what the user reads last
     err.print(f"see: {where}" + (f"; report: {', '.join(fresh)}" if fresh else ""), highlight=False)
@@ -117,16 +118,26 @@ def _quiet_libraries() -> None:
     # Prefect's telemetry row, written as the temporary server starts, races its own migrations on
     # SQLite ("database is locked" tracebacks in the terminal): forgeflow sends no telemetry anyway
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # the temporary server migrates a fresh database first: on 2 busy cores that takes over 20 s
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 def _quiet_prefect_console() -> None:
-    """Keep Prefect's engine logs (tracebacks included) out of the terminal; they still reach the API."""
+    """Keep Prefect's engine logs (tracebacks included) out of the terminal; they still reach the API.
+
+    Prefect's console handler sits on the root logger, so it is filtered, not silenced: forgeflow's
+    own log lines (FORGEFLOW_LOG_LEVEL) still show.
+    """
     from prefect.logging.configuration import setup_logging
     from prefect.logging.handlers import PrefectConsoleHandler
 
     setup_logging()
-    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
+    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):
         for handler in logging.getLogger(name).handlers:
-            if isinstance(handler, PrefectConsoleHandler):
-                handler.setLevel(logging.CRITICAL)
+            if isinstance(handler, PrefectConsoleHandler) and _not_prefect not in handler.filters:
+                handler.addFilter(_not_prefect)
+
+
+def _not_prefect(record: logging.LogRecord) -> bool:
+    return not (record.name == "prefect" or record.name.startswith("prefect."))
