@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from functools import lru_cache
 from pathlib import Path
@@ -22,15 +23,40 @@ from core.config import (
     ExtractConfig,
     MonitorConfig,
     ServeConfig,
-    TrainConfig,
     ValidateConfig,
 )
 
 UrlScheme = Literal["https", "ssh", "file", "git", "http"]
 _DEFAULT_SCHEMES: tuple[UrlScheme, ...] = ("https", "ssh", "file")
-DEFAULT_CONFIG = Path("configs/forgeflow.yaml")
 CONFIG_ENV = "FORGEFLOW_CONFIG"
+MAIN_CONFIG = "forgeflow.yaml"
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def config_dirs() -> list[Path]:
+    """Where configuration is looked for, first match wins, the same for every file in it.
+
+    `./configs` (a project's own), then the `configs/` forgeflow was installed with: the source
+    tree's for a checkout or editable install, `<prefix>/share/forgeflow/configs` for a wheel.
+    """
+    source_tree = Path(__file__).resolve().parents[1] / "configs"
+    installed = Path(sys.prefix) / "share" / "forgeflow" / "configs"
+    return [Path.cwd() / "configs", source_tree, installed]
+
+
+def config_file(relative: str) -> Path | None:
+    """The first `relative` file (`forgeflow.yaml`, `train/cpu-quick.yaml`) in `config_dirs()`.
+
+    FORGEFLOW_CONFIG names the main file explicitly (then a missing file means code defaults).
+    """
+    if relative == MAIN_CONFIG and (explicit := os.environ.get(CONFIG_ENV)):
+        return Path(explicit) if Path(explicit).is_file() else None
+    return next((d / relative for d in config_dirs() if (d / relative).is_file()), None)
+
+
+def config_names(folder: str) -> list[str]:
+    """Stems of the YAML files in `folder` across `config_dirs()` (the known training profiles)."""
+    return sorted({p.stem for d in config_dirs() for p in (d / folder).glob("*.yaml")})
 
 
 def _default_roots() -> list[Path]:
@@ -58,7 +84,6 @@ class Settings(BaseSettings):
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     extract: ExtractConfig = Field(default_factory=ExtractConfig)
     validation: ValidateConfig = Field(default_factory=ValidateConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
@@ -101,8 +126,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        config = Path(os.environ.get(CONFIG_ENV, str(DEFAULT_CONFIG)))
-        yaml_source = YamlConfigSettingsSource(settings_cls, yaml_file=config if config.is_file() else None)
+        yaml_source = YamlConfigSettingsSource(settings_cls, yaml_file=config_file(MAIN_CONFIG))
         return (init_settings, env_settings, yaml_source)
 
     @property

@@ -30,7 +30,7 @@ from core.config import TrainConfig
 from core.errors import InputError
 from core.hashing import config_sha256, dataset_sha256
 from core.reports import FinetuneReport
-from core.settings import Settings
+from core.settings import Settings, config_file, config_names
 from core.trained import MANIFEST
 from tasks.finetune.checkpoints import (
     CHECKPOINTS,
@@ -47,7 +47,7 @@ from tasks.finetune.checkpoints import (
 
 log = logging.getLogger(__name__)
 
-PROFILES_DIR = Path(__file__).resolve().parents[2] / "configs" / "train"
+PROFILES = "train"  # configs/train/<name>.yaml, found like the main config (core.settings.config_file)
 PROGRESS_KEY = "training-progress"
 
 
@@ -55,10 +55,11 @@ def load_profile(profile: str | Path, **overrides: Any) -> TrainConfig:
     """A training profile (`cpu-quick` or a YAML path) with CLI overrides applied (None = keep)."""
     path = Path(profile)
     if not path.suffix:
-        path = PROFILES_DIR / f"{profile}.yaml"
-        if not path.is_file():
-            known = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml")))
+        found = config_file(f"{PROFILES}/{profile}.yaml")
+        if found is None:
+            known = ", ".join(config_names(PROFILES))
             raise InputError(f"unknown training profile '{profile}'; known: {known}")
+        path = found
     elif not path.is_file():
         raise InputError(f"training profile {profile} does not exist")
     try:

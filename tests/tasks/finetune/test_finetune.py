@@ -200,11 +200,13 @@ def test_bad_inputs_are_clear_errors(dataset: Path, tiny_base: Path, cache_dir: 
 
 @pytest.mark.parametrize("profile", ["cpu-quick", "cpu-full", "gpu-standard"])
 def test_shipped_profiles_load_and_start_with_their_command(profile: str) -> None:
-    from tasks.finetune.run import PROFILES_DIR
+    from core.settings import config_file
 
     cfg = load_profile(profile, max_steps=3)
     assert cfg.max_steps == 3
-    first = (PROFILES_DIR / f"{profile}.yaml").read_text().splitlines()[0]
+    shipped = config_file(f"train/{profile}.yaml")
+    assert shipped is not None
+    first = shipped.read_text().splitlines()[0]
     assert first.startswith("# forgeflow finetune ") and f"--profile {profile}" in first
 
 
