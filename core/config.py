@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Language = Literal["python", "javascript", "typescript", "go", "rust", "java", "markdown", "rst"]
 ALL_LANGUAGES: tuple[Language, ...] = (
@@ -54,7 +54,7 @@ class ExtractConfig(StepConfig):
     max_commits: int = Field(2_000, ge=0, le=1_000_000)
     max_diff_bytes: int = Field(5_000, ge=200, le=1_000_000, description="larger diffs are skipped")
     max_sample_chars: int = Field(
-        6_000, ge=200, le=1_000_000, description="longer samples are dropped (~3 chars/token: 2k tokens)"
+        6_000, ge=200, le=1_000_000, description="cheap prefilter: longer ones go before tokens are counted"
     )
     min_commit_message_chars: int = Field(12, ge=1, le=1_000)
     max_doc_section_chars: int = Field(4_000, ge=100, le=100_000)
@@ -82,14 +82,24 @@ class ExtractConfig(StepConfig):
 
 
 class ValidateConfig(StepConfig):
-    """Expectations a dataset must meet before training."""
+    """Expectations a dataset must meet before training.
+
+    `min_tokens..max_tokens` is the token budget (core.budget) of the whole pipeline: extraction cuts or
+    drops samples outside it, validation checks it, both counting with `base_model`'s chat template.
+    """
 
     min_samples: int = Field(20, ge=1, le=10_000_000)
     min_eval_samples: int = Field(1, ge=0, le=1_000_000)
-    min_tokens: int = Field(8, ge=1, le=100_000, description="rendered sample length lower bound")
-    max_tokens: int = Field(2048, ge=16, le=1_000_000, description="rendered sample length upper bound")
+    min_tokens: int = Field(8, ge=1, le=100_000, description="token budget: rendered lower bound")
+    max_tokens: int = Field(2048, ge=16, le=1_000_000, description="token budget: rendered upper bound")
     max_duplicate_prompt_fraction: float = Field(0.0, ge=0.0, le=1.0)
-    tokenizer: str = Field("smollm2-135m", description="base model whose tokenizer counts tokens")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_tokenizer_key(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "tokenizer" in data:
+            raise ValueError("validation.tokenizer is gone: tokens are counted with base_model's tokenizer")
+        return data
 
 
 Method = Literal["lora", "pissa", "dora", "qlora"]

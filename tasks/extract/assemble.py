@@ -8,8 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from core.budget import TokenBudget
 from core.config import ExtractConfig
 from tasks.extract.dedup import near_duplicates
+from tasks.extract.fit import Count, fit_to_budget
 
 Sample = dict[str, Any]
 
@@ -33,8 +35,17 @@ def assemble(
     commits: list[dict[str, Any]],
     commit: str,
     cfg: ExtractConfig,
+    budget: TokenBudget,
+    count: Count | None = None,
 ) -> tuple[list[Sample], list[Sample], dict[str, Any]]:
-    """Split by file, drop ambiguous locate questions and duplicates; returns (train, eval, stats)."""
+    """Split by file, drop ambiguous locate questions and duplicates, then fit the token budget.
+
+    Args:
+        count: how tokens are counted (see `tasks.extract.fit.fit_to_budget`).
+
+    Returns:
+        (train, eval, stats); every sample kept fits `budget`.
+    """
     content_skipped: Counter[str] = Counter()
     dropped: Counter[str] = Counter()
     held_out = eval_paths([p for p, _, r in files if not r["skip"]], cfg)
@@ -88,7 +99,12 @@ def assemble(
         )
     )
     keep = _dedup(samples, sig_rows, keys, keep, cfg, dropped)
-    final = [samples[i] for i in keep]
+    # last: tokens are counted for the samples to be written only, never for a duplicate
+    fitted = fit_to_budget([samples[i] for i in keep], budget, cfg, count)
+    dropped["over_token_budget"] += fitted.over
+    if fitted.under:
+        dropped["under_token_budget"] += fitted.under
+    final = [s for s, fits in zip(fitted.samples, fitted.keep, strict=True) if fits]
     train = [s for s in final if s["meta"]["split"] == "train"]
     evals = [s for s in final if s["meta"]["split"] == "eval"]
     stats = {
@@ -102,6 +118,12 @@ def assemble(
         },
         "split": {"eval_files": len(held_out), "eval_fraction": cfg.eval_fraction},
         "dropped": dict(sorted(dropped.items())),
+        "token_budget": {
+            "min_tokens": budget.min_tokens,
+            "max_tokens": budget.max_tokens,
+            "cut": len(fitted.cut),
+            "max": max((n for n, fits in zip(fitted.tokens, fitted.keep, strict=True) if fits), default=0),
+        },
         "commits": {"seen": len(commits), **dict(sorted(commit_stats.items()))},
         "content_skipped": content_skipped,
     }

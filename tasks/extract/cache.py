@@ -1,7 +1,8 @@
 """Per-file extraction results keyed by content (git blob SHA), so unchanged files are never re-parsed.
 
 A value is a JSON object plus, under "sigs", an optional numpy array stored as a raw blob beside it
-(MinHash signatures: JSON would make them ten times larger and slower to load).
+(MinHash signatures: JSON would make them ten times larger and slower to load). A second table keeps
+token counts by key (tokenizer and conversation), so re-extraction counts only new samples.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ class ResultCache:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, value BLOB NOT NULL, sigs BLOB)"
+        )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS token_counts (key TEXT PRIMARY KEY, tokens INTEGER NOT NULL)"
         )
 
     def get_many(self, keys: list[str]) -> dict[str, Any]:
@@ -56,6 +60,20 @@ class ResultCache:
             )
         with self._db:
             self._db.executemany("INSERT OR REPLACE INTO results (key, value, sigs) VALUES (?, ?, ?)", rows)
+
+    def get_counts(self, keys: list[str]) -> dict[str, int]:
+        """Stored token counts for those keys that are present."""
+        found: dict[str, int] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            query = f"SELECT key, tokens FROM token_counts WHERE key IN ({','.join('?' * len(chunk))})"
+            found.update(self._db.execute(query, chunk))
+        return found
+
+    def put_counts(self, items: Iterable[tuple[str, int]]) -> None:
+        """Store token counts (one transaction)."""
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO token_counts (key, tokens) VALUES (?, ?)", items)
 
     def close(self) -> None:
         self._db.close()

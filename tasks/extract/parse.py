@@ -43,6 +43,7 @@ def process_file(
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return {"samples": [], "skip": "parse_error", "dropped": {}}
     dropped: dict[str, int] = {}
+    # A cheap prefilter only: the token budget is applied to the assembled samples (tasks.extract.fit).
     fitting = [s for s in samples if sum(len(m["content"]) for m in s["messages"]) <= cfg.max_sample_chars]
     if len(fitting) != len(samples):
         dropped["too_long"] = len(samples) - len(fitting)

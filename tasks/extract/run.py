@@ -16,6 +16,7 @@ from typing import Any
 from prefect import task
 
 from core import atomic
+from core.budget import TokenBudget, token_budget
 from core.config import ExtractConfig
 from core.errors import InputError
 from core.hashing import config_sha256, dataset_sha256
@@ -26,6 +27,7 @@ from tasks.extract.blobs import BlobReader
 from tasks.extract.cache import ResultCache
 from tasks.extract.dedup import dedup_text, sample_keys, signatures
 from tasks.extract.files import classify, ignore_matcher, list_tree, symlink_leaves_repo
+from tasks.extract.fit import cached_counter
 from tasks.extract.parse import PARSER_VERSION, FileResult, process_file
 from tasks.extract.samples import commit_sample
 from tasks.extract.secrets import SecretScanner
@@ -40,12 +42,16 @@ def extract_dataset(
     out_dir: Path,
     cfg: ExtractConfig,
     cache_dir: Path,
+    budget: TokenBudget,
     *,
     rev: str = "HEAD",
     display: str = "repository",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Write out_dir/{train,eval}.jsonl and stats.json from commit `rev` of `repo`; returns the stats."""
+    """Write out_dir/{train,eval}.jsonl and stats.json from commit `rev` of `repo`; returns the stats.
+
+    Every sample written fits `budget` (`core.budget.token_budget(settings)`, the one validation checks).
+    """
     started = time.perf_counter()
     commit = _resolve_commit(repo, rev, display)
     cfg_hash = config_sha256(cfg.model_dump(mode="json", exclude={"workers"}))
@@ -83,9 +89,9 @@ def extract_dataset(
         cache.put_many(fresh.items())
 
     commit_results = _history(repo, commit, cfg, cfg_hash, cache, progress)
-    cache.close()
     files = [(e.path, lang, results[k]) for k, (e, lang) in zip(keys, sources, strict=True)]
-    train, evals, stats = assemble(files, commit_results, commit, cfg)
+    train, evals, stats = assemble(files, commit_results, commit, cfg, budget, cached_counter(budget, cache))
+    cache.close()
     stats["files"] = {
         "total": len(entries),
         "sources": len(sources),
@@ -204,7 +210,7 @@ def _commit_result(c: history.Commit, cfg: ExtractConfig, scanner: SecretScanner
     if scanner.first_reason(c.message) or scanner.first_reason(c.diff):
         return {"skip": "secret"}
     sample = commit_sample(c, c.paths[0])
-    if sum(len(m["content"]) for m in sample["messages"]) > cfg.max_sample_chars:
+    if sum(len(m["content"]) for m in sample["messages"]) > cfg.max_sample_chars:  # the cheap prefilter
         return {"skip": "too_long"}
     return {
         "sample": sample,
@@ -228,6 +234,7 @@ def extract_task(
         Path(out_dir),
         settings.extract,
         settings.cache_dir,
+        token_budget(settings),
         display=display,
         progress=progress,
     )
@@ -250,7 +257,13 @@ def main(argv: list[str] | None = None) -> int:
         settings = get_settings()
         handle = resolve_repo(args.repo, settings)
         extract_dataset(
-            handle.path, args.out, settings.extract, settings.cache_dir, rev=args.rev, display=handle.display
+            handle.path,
+            args.out,
+            settings.extract,
+            settings.cache_dir,
+            token_budget(settings),
+            rev=args.rev,
+            display=handle.display,
         )
     except InputError as exc:
         log.error("%s", exc)

@@ -16,11 +16,14 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from pydantic import BaseModel
 
+from core.budget import TokenBudget
 from core.config import ValidateConfig
 
 if TYPE_CHECKING:
     from great_expectations.expectations import Expectation
 
+# (GX result, the frame it ran on, the config) -> (unexpected count, one-line detail)
+Describe = Callable[[dict[str, Any], pd.DataFrame, ValidateConfig], tuple[int, str]]
 # An optional system message, then one user turn, then the assistant's answer last.
 ALLOWED_ROLES = ("user,assistant", "system,user,assistant")
 # How many offending lines a detail names; the rest is a count.
@@ -37,16 +40,23 @@ class ExpectationResult(BaseModel):
 
 
 def run_expectations(
-    lines: pd.DataFrame, samples: pd.DataFrame, cfg: ValidateConfig, secret_patterns: Sequence[str]
+    lines: pd.DataFrame,
+    samples: pd.DataFrame,
+    cfg: ValidateConfig,
+    budget: TokenBudget,
+    secret_patterns: Sequence[str],
 ) -> list[ExpectationResult]:
-    """Validate the frames with an in-memory GX context; one result per expectation, in suite order."""
+    """Validate the frames with an in-memory GX context; one result per expectation, in suite order.
+
+    `samples["tokens"]` must be `budget.count` of each sample; its bounds are the token budget's.
+    """
     import great_expectations as gx
 
     context = _ephemeral_context()
     source = context.data_sources.add_pandas("dataset")
     frames = {"lines": lines, "samples": samples, "eval": samples[samples["file_split"] == "eval"]}
     outcomes: dict[str, Any] = {}
-    for frame_name, expectations in _suites(cfg, secret_patterns).items():
+    for frame_name, expectations in _suites(cfg, budget, secret_patterns).items():
         batch = (
             source.add_dataframe_asset(frame_name)
             .add_batch_definition_whole_dataframe("whole")
@@ -56,7 +66,7 @@ def run_expectations(
         for result in batch.validate(suite, result_format="SUMMARY").results:
             outcomes[result.expectation_config.meta["name"]] = result
     results = []
-    for name, describe in _DESCRIBE.items():
+    for name, describe in _describers(budget).items():
         outcome = outcomes[name]
         frame = lines if name == "schema" else samples
         error = _exception_message(outcome.exception_info or {})
@@ -90,7 +100,9 @@ def _ephemeral_context() -> Any:
     return gx.get_context(project_config=config, mode="ephemeral")
 
 
-def _suites(cfg: ValidateConfig, secret_patterns: Sequence[str]) -> dict[str, list[Expectation]]:
+def _suites(
+    cfg: ValidateConfig, budget: TokenBudget, secret_patterns: Sequence[str]
+) -> dict[str, list[Expectation]]:
     from great_expectations import expectations as gxe
 
     def named(name: str) -> dict[str, Any]:
@@ -104,7 +116,10 @@ def _suites(cfg: ValidateConfig, secret_patterns: Sequence[str]) -> dict[str, li
                 column="min_content_chars", min_value=1, **named("non_empty_content")
             ),
             gxe.ExpectColumnValuesToBeBetween(
-                column="tokens", min_value=cfg.min_tokens, max_value=cfg.max_tokens, **named("token_length")
+                column="tokens",
+                min_value=budget.min_tokens,
+                max_value=budget.max_tokens,
+                **named("token_length"),
             ),
             # GX counts every member of a duplicate group, so the fraction is of samples sharing a prompt.
             gxe.ExpectColumnValuesToBeUnique(
@@ -181,19 +196,24 @@ def _non_empty(result: dict[str, Any], samples: pd.DataFrame, cfg: ValidateConfi
     return n, f"{n} sample(s) with a blank message: {_refs(samples, result)}"
 
 
-def _token_length(result: dict[str, Any], samples: pd.DataFrame, cfg: ValidateConfig) -> tuple[int, str]:
-    n = _unexpected(result)
-    if not n:
-        return 0, f"every sample renders to {cfg.min_tokens}..{cfg.max_tokens} tokens"
-    tokens = samples["tokens"]
-    parts = []
-    over = tokens[tokens > cfg.max_tokens]
-    under = tokens[tokens < cfg.min_tokens]
-    if len(over):
-        parts.append(f"{len(over)} sample(s) exceed {cfg.max_tokens} tokens (max {int(over.max())})")
-    if len(under):
-        parts.append(f"{len(under)} sample(s) under {cfg.min_tokens} tokens (min {int(under.min())})")
-    return n, "; ".join(parts) + f": {_refs(samples, result)}"
+def _token_length(budget: TokenBudget) -> Describe:
+    low, high = budget.min_tokens, budget.max_tokens
+
+    def describe(result: dict[str, Any], samples: pd.DataFrame, cfg: ValidateConfig) -> tuple[int, str]:
+        n = _unexpected(result)
+        if not n:
+            return 0, f"every sample renders to {low}..{high} tokens"
+        tokens = samples["tokens"]
+        parts = []
+        over = tokens[tokens > high]
+        under = tokens[tokens < low]
+        if len(over):
+            parts.append(f"{len(over)} sample(s) exceed {high} tokens (max {int(over.max())})")
+        if len(under):
+            parts.append(f"{len(under)} sample(s) under {low} tokens (min {int(under.min())})")
+        return n, "; ".join(parts) + f": {_refs(samples, result)}"
+
+    return describe
 
 
 def _unique_prompts(result: dict[str, Any], samples: pd.DataFrame, cfg: ValidateConfig) -> tuple[int, str]:
@@ -209,7 +229,7 @@ def _unique_prompts(result: dict[str, Any], samples: pd.DataFrame, cfg: Validate
     )
 
 
-def _secrets(column: str) -> Callable[[dict[str, Any], pd.DataFrame, ValidateConfig], tuple[int, str]]:
+def _secrets(column: str) -> Describe:
     def describe(result: dict[str, Any], samples: pd.DataFrame, cfg: ValidateConfig) -> tuple[int, str]:
         n = _unexpected(result)
         if not n:
@@ -238,7 +258,7 @@ def _split_matches(result: dict[str, Any], samples: pd.DataFrame, cfg: ValidateC
     return n, f"{n} sample(s) whose meta.split differs from their file: {_refs(samples, result)}"
 
 
-def _row_count(minimum: Callable[[ValidateConfig], int], what: str) -> Callable[..., tuple[int, str]]:
+def _row_count(minimum: Callable[[ValidateConfig], int], what: str) -> Describe:
     def describe(result: dict[str, Any], samples: pd.DataFrame, cfg: ValidateConfig) -> tuple[int, str]:
         observed, required = int(result.get("observed_value") or 0), minimum(cfg)
         if observed >= required:
@@ -248,17 +268,18 @@ def _row_count(minimum: Callable[[ValidateConfig], int], what: str) -> Callable[
     return describe
 
 
-# Suite order, and how each result reads.
-_DESCRIBE: dict[str, Callable[[dict[str, Any], pd.DataFrame, ValidateConfig], tuple[int, str]]] = {
-    "schema": _schema,
-    "roles": _roles,
-    "non_empty_content": _non_empty,
-    "token_length": _token_length,
-    "unique_prompts": _unique_prompts,
-    "no_secrets_in_prompt": _secrets("prompt"),
-    "no_secrets_in_answer": _secrets("answer"),
-    "disjoint_splits": _disjoint,
-    "split_matches_file": _split_matches,
-    "min_samples": _row_count(lambda cfg: cfg.min_samples, "valid samples"),
-    "min_eval_samples": _row_count(lambda cfg: cfg.min_eval_samples, "valid eval samples"),
-}
+def _describers(budget: TokenBudget) -> dict[str, Describe]:
+    """Suite order, and how each result reads."""
+    return {
+        "schema": _schema,
+        "roles": _roles,
+        "non_empty_content": _non_empty,
+        "token_length": _token_length(budget),
+        "unique_prompts": _unique_prompts,
+        "no_secrets_in_prompt": _secrets("prompt"),
+        "no_secrets_in_answer": _secrets("answer"),
+        "disjoint_splits": _disjoint,
+        "split_matches_file": _split_matches,
+        "min_samples": _row_count(lambda cfg: cfg.min_samples, "valid samples"),
+        "min_eval_samples": _row_count(lambda cfg: cfg.min_eval_samples, "valid eval samples"),
+    }

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field, ValidationError
 
 from core.atomic import write_json, write_text
-from core.base_models import load_tokenizer
+from core.budget import TokenBudget, token_budget
 from core.config import ValidateConfig
 from core.errors import InputError, ValidationFailed
 from core.paths import display
@@ -58,8 +56,11 @@ class _Line:
     error: str | None
 
 
-def validate_dataset(dataset_dir: Path, cfg: ValidateConfig, tokenizer: Any) -> ValidationReport:
+def validate_dataset(dataset_dir: Path, cfg: ValidateConfig, budget: TokenBudget) -> ValidationReport:
     """Run every expectation on a dataset and write DIR/validation.json and DIR/validation.md.
+
+    Token lengths are counted and bounded by `budget`, the contract extraction fitted the samples to
+    (`core.budget.token_budget(settings)`); `cfg` sets every other expectation.
 
     Raises:
         InputError: the directory or one of its JSONL files is missing or unreadable.
@@ -69,9 +70,9 @@ def validate_dataset(dataset_dir: Path, cfg: ValidateConfig, tokenizer: Any) -> 
     lines = pd.DataFrame(
         [(r.file, r.line, r.error) for r in records], columns=["file", "line", "schema_error"]
     )
-    tokens = count_tokens(tokenizer, [[m.model_dump() for m in r.sample.messages] for r in valid if r.sample])
+    tokens = budget.count([[m.model_dump() for m in r.sample.messages] for r in valid if r.sample])
     samples = _flatten(valid, tokens)
-    results = run_expectations(lines, samples, cfg, SECRET_PATTERNS)
+    results = run_expectations(lines, samples, cfg, budget, SECRET_PATTERNS)
     report = ValidationReport(
         passed=all(r.success for r in results),
         samples=len(samples),
@@ -99,27 +100,6 @@ def dataset_files(dataset_dir: Path) -> dict[str, Path]:
     if missing:
         raise InputError(f"dataset '{shown}' has no {' or '.join(missing)}: run the extract step first")
     return files
-
-
-def count_tokens(tokenizer: Any, conversations: Sequence[list[dict[str, str]]]) -> list[int]:
-    """Token count of each conversation rendered with the chat template, exactly as training renders it."""
-    if not conversations:
-        return []
-    if not getattr(tokenizer, "chat_template", None):
-        raise InputError("the validation tokenizer has no chat template: pick a chat (instruct) base model")
-    try:
-        texts = list(tokenizer.apply_chat_template(list(conversations), tokenize=False))
-    except Exception:  # one bad conversation must not hide the counts of the others
-        texts = [_render_one(tokenizer, conv) for conv in conversations]
-    # One batch call: the fast tokenizer encodes in parallel, the per-sample path is ~10x slower.
-    # The Rust backend's encode_batch_fast skips offsets and Python id lists: ~25% faster on 20k samples.
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None and hasattr(backend, "encode_batch_fast"):
-        lengths = [len(enc) for enc in backend.encode_batch_fast(texts, add_special_tokens=False)]
-    else:
-        encoded = tokenizer(texts, add_special_tokens=False, return_attention_mask=False)
-        lengths = [len(ids) for ids in encoded["input_ids"]]
-    return [n if text else 0 for n, text in zip(lengths, texts, strict=True)]
 
 
 def render_report_markdown(report: ValidationReport) -> str:
@@ -168,8 +148,7 @@ def validate_task(dataset_dir: str, settings: Settings) -> ValidationReport:
     Not retried: it reads local files, and a rerun would find the same problems. Not cached: a cache keyed
     on the directory path would miss a changed dataset.
     """
-    tokenizer = load_tokenizer(settings.validation.tokenizer, settings.cache_dir)
-    report = validate_dataset(Path(dataset_dir), settings.validation, tokenizer)
+    report = validate_dataset(Path(dataset_dir), settings.validation, token_budget(settings))
     create_markdown_artifact(
         render_report_markdown(report), key=ARTIFACT_KEY, description="dataset validation report"
     )
@@ -192,8 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         dataset_files(args.dataset_dir)  # fail fast, before the tokenizer loads
         settings = get_settings()
-        tokenizer = load_tokenizer(settings.validation.tokenizer, settings.cache_dir)
-        report = validate_dataset(args.dataset_dir, settings.validation, tokenizer)
+        report = validate_dataset(args.dataset_dir, settings.validation, token_budget(settings))
     except InputError as exc:
         log.error("%s", exc)
         return exc.exit_code
@@ -264,14 +242,6 @@ def _flatten(valid: list[_Line], tokens: list[int]) -> pd.DataFrame:
         for path, split in zip(frame["source_path"], frame["file_split"], strict=True)
     ]
     return frame.astype({"source_path_in_other_split": bool})
-
-
-def _render_one(tokenizer: Any, conversation: list[dict[str, str]]) -> str:
-    try:
-        return str(tokenizer.apply_chat_template(conversation, tokenize=False))
-    except Exception as exc:  # counted as 0 tokens, so token_length names the sample
-        log.warning("a sample cannot be rendered with the chat template: %s", exc)
-        return ""
 
 
 def _token_stats(tokens: pd.Series) -> dict[str, float]:

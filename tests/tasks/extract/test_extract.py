@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from core.config import ExtractConfig
+from core.base_models import load_tokenizer
+from core.budget import TokenBudget
+from core.config import ExtractConfig, ValidateConfig
 from core.errors import InputError
 from core.schemas import Sample
 from tasks.extract.run import extract_dataset
@@ -87,6 +89,13 @@ def _files(n_modules: int = 12) -> dict[str, str | bytes]:
     return files
 
 
+@pytest.fixture(scope="module")
+def budget(cache_dir: Path) -> TokenBudget:
+    """The default budget as `token_budget(settings)` builds it: SmolLM2 chat template, validation bounds."""
+    cfg = ValidateConfig()
+    return TokenBudget(load_tokenizer("smollm2-135m", cache_dir), cfg.min_tokens, cfg.max_tokens)
+
+
 @pytest.fixture
 def repo(make_repo, tmp_path: Path) -> Path:
     r = make_repo(_files())
@@ -104,9 +113,11 @@ def _read(out: Path) -> tuple[list[dict], list[dict], dict]:
     return train, evals, json.loads((out / "stats.json").read_text())
 
 
-def test_samples_follow_the_schema_and_cover_every_task(repo: Path, tmp_path: Path) -> None:
+def test_samples_follow_the_schema_and_cover_every_task(
+    repo: Path, tmp_path: Path, budget: TokenBudget
+) -> None:
     out = tmp_path / "ds"
-    extract_dataset(repo, out, ExtractConfig(), tmp_path / "cache")
+    extract_dataset(repo, out, ExtractConfig(), tmp_path / "cache", budget)
     train, evals, stats = _read(out)
     samples = train + evals
     for s in samples:
@@ -118,9 +129,9 @@ def test_samples_follow_the_schema_and_cover_every_task(repo: Path, tmp_path: Pa
     assert all(s["meta"]["commit"] == head for s in samples if s["meta"]["task"] != "commit")
 
 
-def test_answers_are_grounded_in_the_repository(repo: Path, tmp_path: Path) -> None:
+def test_answers_are_grounded_in_the_repository(repo: Path, tmp_path: Path, budget: TokenBudget) -> None:
     out = tmp_path / "ds"
-    extract_dataset(repo, out, ExtractConfig(eval_fraction=0.0), tmp_path / "cache")
+    extract_dataset(repo, out, ExtractConfig(eval_fraction=0.0), tmp_path / "cache", budget)
     train, _, _ = _read(out)
     by = {
         (s["meta"]["task"], s["messages"][0]["content"].split("\n")[0]): s["messages"][1]["content"]
@@ -139,9 +150,11 @@ def test_answers_are_grounded_in_the_repository(repo: Path, tmp_path: Path) -> N
     assert "-    return data" in commits[0]["messages"][0]["content"]
 
 
-def test_undocumented_symbols_only_yield_code_and_location(repo: Path, tmp_path: Path) -> None:
+def test_undocumented_symbols_only_yield_code_and_location(
+    repo: Path, tmp_path: Path, budget: TokenBudget
+) -> None:
     out = tmp_path / "ds"
-    extract_dataset(repo, out, ExtractConfig(eval_fraction=0.0), tmp_path / "cache")
+    extract_dataset(repo, out, ExtractConfig(eval_fraction=0.0), tmp_path / "cache", budget)
     train, _, _ = _read(out)
     tasks = {
         s["meta"]["task"]
@@ -152,19 +165,19 @@ def test_undocumented_symbols_only_yield_code_and_location(repo: Path, tmp_path:
     assert tasks == {"locate", "implement"}
 
 
-def test_planted_secret_never_reaches_a_sample(repo: Path, tmp_path: Path) -> None:
+def test_planted_secret_never_reaches_a_sample(repo: Path, tmp_path: Path, budget: TokenBudget) -> None:
     out = tmp_path / "ds"
-    extract_dataset(repo, out, ExtractConfig(), tmp_path / "cache")
+    extract_dataset(repo, out, ExtractConfig(), tmp_path / "cache", budget)
     raw = (out / "train.jsonl").read_text() + (out / "eval.jsonl").read_text()
     assert AWS_KEY not in raw and "bPxRfiCYEXAMPLEKEY" not in raw
     _, _, stats = _read(out)
     assert stats["dropped"]["secret"] >= 2  # explain/docstring/implement of connect_to_cloud
 
 
-def test_split_is_by_file_and_deterministic(repo: Path, tmp_path: Path) -> None:
+def test_split_is_by_file_and_deterministic(repo: Path, tmp_path: Path, budget: TokenBudget) -> None:
     out1, out2 = tmp_path / "a", tmp_path / "b"
-    extract_dataset(repo, out1, ExtractConfig(eval_fraction=0.3), tmp_path / "cache1")
-    extract_dataset(repo, out2, ExtractConfig(eval_fraction=0.3), tmp_path / "cache2")
+    extract_dataset(repo, out1, ExtractConfig(eval_fraction=0.3), tmp_path / "cache1", budget)
+    extract_dataset(repo, out2, ExtractConfig(eval_fraction=0.3), tmp_path / "cache2", budget)
     train, evals, _ = _read(out1)
     assert evals, "a 30% eval fraction over 16 files must hold some out"
     assert not {s["meta"]["source_path"] for s in train} & {s["meta"]["source_path"] for s in evals}
@@ -175,16 +188,20 @@ def test_split_is_by_file_and_deterministic(repo: Path, tmp_path: Path) -> None:
         assert (out1 / name).read_bytes() == (out2 / name).read_bytes()
 
 
-def test_reextracting_after_a_one_file_commit_parses_one_file(repo: Path, tmp_path: Path) -> None:
+def test_reextracting_after_a_one_file_commit_parses_one_file(
+    repo: Path, tmp_path: Path, budget: TokenBudget
+) -> None:
     cache = tmp_path / "cache"
-    first = extract_dataset(repo, tmp_path / "ds", ExtractConfig(), cache)
+    first = extract_dataset(repo, tmp_path / "ds", ExtractConfig(), cache, budget)
     assert first["files"]["parsed"] == first["files"]["sources"] == 16
     commit(repo, {"pkg/mod3.py": '"""Changed module."""\n'}, "Rewrite mod3 as an empty module")
-    second = extract_dataset(repo, tmp_path / "ds", ExtractConfig(), cache)
+    second = extract_dataset(repo, tmp_path / "ds", ExtractConfig(), cache, budget)
     assert second["files"]["parsed"] == 1 and second["files"]["cached"] == 15
 
 
-def test_duplicates_and_ambiguous_locations_are_dropped(make_repo, tmp_path: Path) -> None:
+def test_duplicates_and_ambiguous_locations_are_dropped(
+    make_repo, tmp_path: Path, budget: TokenBudget
+) -> None:
     body = (
         'def shared(x):\n    """Return the input value twice as a tuple pair."""\n'
         "    y = x\n    z = y\n    return (y, z)\n"
@@ -193,7 +210,7 @@ def test_duplicates_and_ambiguous_locations_are_dropped(make_repo, tmp_path: Pat
         {"a/one.py": body, "b/two.py": body, "c/three.py": body.replace("tuple pair", "tuple  pair")}
     )
     out = tmp_path / "ds"
-    extract_dataset(repo, out, ExtractConfig(eval_fraction=0.0), tmp_path / "cache")
+    extract_dataset(repo, out, ExtractConfig(eval_fraction=0.0), tmp_path / "cache", budget)
     train, _, stats = _read(out)
     explains = [s for s in train if s["meta"]["task"] == "explain"]
     assert len(explains) == 1  # the same function in three files teaches one thing
@@ -201,7 +218,7 @@ def test_duplicates_and_ambiguous_locations_are_dropped(make_repo, tmp_path: Pat
     assert stats["dropped"]["exact_duplicate"] >= 4
 
 
-def test_near_duplicates_are_dropped(make_repo, tmp_path: Path) -> None:
+def test_near_duplicates_are_dropped(make_repo, tmp_path: Path, budget: TokenBudget) -> None:
     doc = " ".join(f"word{i}" for i in range(150))
     repo = make_repo(
         {
@@ -209,12 +226,12 @@ def test_near_duplicates_are_dropped(make_repo, tmp_path: Path) -> None:
             "b.py": f'def beta(x):\n    """{doc} second."""\n    return x\n',
         }
     )
-    extract_dataset(repo, tmp_path / "ds", ExtractConfig(eval_fraction=0.0), tmp_path / "cache")
+    extract_dataset(repo, tmp_path / "ds", ExtractConfig(eval_fraction=0.0), tmp_path / "cache", budget)
     _, _, stats = _read(tmp_path / "ds")
     assert stats["dropped"]["near_duplicate"] >= 2  # explain and docstring of beta
 
 
-def test_hygiene_skips_are_counted(make_repo, tmp_path: Path) -> None:
+def test_hygiene_skips_are_counted(make_repo, tmp_path: Path, budget: TokenBudget) -> None:
     files: dict[str, str | bytes] = {
         **_files(2),
         "node_modules/lib/index.js": JS,
@@ -234,7 +251,9 @@ def test_hygiene_skips_are_counted(make_repo, tmp_path: Path) -> None:
     (repo / "pkg" / "alias.py").symlink_to("parser.py")
     git(repo, "add", "pkg/passwd.py", "pkg/alias.py")
     git(repo, "commit", "-q", "-m", "Add links to system and project files")
-    stats = extract_dataset(repo, tmp_path / "ds", ExtractConfig(max_file_bytes=100_000), tmp_path / "cache")
+    stats = extract_dataset(
+        repo, tmp_path / "ds", ExtractConfig(max_file_bytes=100_000), tmp_path / "cache", budget
+    )
     assert stats["files"]["skipped"] == {
         "binary": 1,
         "generated": 1,
@@ -251,26 +270,77 @@ def test_hygiene_skips_are_counted(make_repo, tmp_path: Path) -> None:
     assert "root:x:0:0" not in raw and "node_modules" not in raw
 
 
-def test_a_repository_without_sources_is_refused_and_nothing_is_written(make_repo, tmp_path: Path) -> None:
+def test_a_repository_without_sources_is_refused_and_nothing_is_written(
+    make_repo, tmp_path: Path, budget: TokenBudget
+) -> None:
     repo = make_repo({"data.bin": b"\x00\x01", "notes.txt": "hello"})
     out = tmp_path / "ds"
     with pytest.raises(InputError, match="no supported source files") as info:
-        extract_dataset(repo, out, ExtractConfig(), tmp_path / "cache", display="my-repo")
+        extract_dataset(repo, out, ExtractConfig(), tmp_path / "cache", budget, display="my-repo")
     assert str(tmp_path) not in str(info.value)
     assert not out.exists()
 
 
-def test_an_empty_repository_is_refused(make_repo, tmp_path: Path) -> None:
+def test_an_empty_repository_is_refused(make_repo, tmp_path: Path, budget: TokenBudget) -> None:
     repo = make_repo()
     with pytest.raises(InputError, match="empty repository"):
-        extract_dataset(repo, tmp_path / "ds", ExtractConfig(), tmp_path / "cache", display="empty")
+        extract_dataset(repo, tmp_path / "ds", ExtractConfig(), tmp_path / "cache", budget, display="empty")
 
 
-def test_samples_longer_than_the_budget_are_dropped_and_counted(make_repo, tmp_path: Path) -> None:
+def test_samples_longer_than_the_budget_are_dropped_and_counted(
+    make_repo, tmp_path: Path, budget: TokenBudget
+) -> None:
     long_body = "\n".join(f"    value_{i} = compute_{i}(value_{i - 1})" for i in range(1, 60))
     repo = make_repo(
         {"big.py": f'def long_one(x):\n    """Run the long computation chain."""\n{long_body}\n'}
     )
-    stats = extract_dataset(repo, tmp_path / "ds", ExtractConfig(max_sample_chars=1500), tmp_path / "cache")
+    stats = extract_dataset(
+        repo, tmp_path / "ds", ExtractConfig(max_sample_chars=1500), tmp_path / "cache", budget
+    )
     assert stats["dropped"]["too_long"] == 3  # explain, docstring and implement carry the whole body
     assert stats["samples"]["by_task"] == {"locate": 1}
+
+
+# One line of numbers renders to ~100 tokens: 24 of them are ~2,400 tokens in ~2,400 characters, under the
+# cheap character prefilter (6,000) and over the default token budget (2,048).
+_NUMBERS = ", ".join(str(i * 7919 % 1000) for i in range(24))
+OVERLONG_PY = (
+    'def lookup_table():\n    """Return the fixed lookup table of the checksum engine."""\n'
+    + "".join(f"    t{i} = ({_NUMBERS})\n" for i in range(24))
+    + "    return t0\n"
+)
+_PINS = "".join(f"pkg{i}=={i}.0.1 --hash=sha256:{f'{i:02x}' * 32}\n" for i in range(16))
+BUMP_SUBJECT = "Bump the sixteen pinned packages of the release tooling"
+BUMP_MESSAGE = BUMP_SUBJECT + "".join(
+    f"\n\nUpdates `pkg{i}` from {i}.0.0 to {i}.0.1\n"
+    f"- [Commits](https://example.com/pkg{i}/compare/{f'{i:02x}' * 20}...{f'{i + 1:02x}' * 20})"
+    for i in range(16)
+)
+
+
+def test_an_overlong_function_and_commit_are_fitted_at_extraction_so_validation_passes(
+    make_repo, tmp_path: Path, budget: TokenBudget
+) -> None:
+    from tasks.validate.run import failure_message, validate_dataset
+
+    repo = make_repo({**_files(), "pkg/table.py": OVERLONG_PY})
+    commit(repo, {"requirements/pins.txt": _PINS}, BUMP_MESSAGE)
+    assert budget.count([[{"role": "user", "content": OVERLONG_PY}]])[0] > budget.max_tokens
+    out = tmp_path / "ds"
+    stats = extract_dataset(repo, out, ExtractConfig(), tmp_path / "cache", budget)
+
+    # explain, docstring and implement of lookup_table show its whole body: no cut fits, they are dropped
+    assert stats["dropped"]["over_token_budget"] == 3
+    train, evals, _ = _read(out)
+    table = [s["meta"]["task"] for s in train + evals if s["meta"]["source_path"] == "pkg/table.py"]
+    assert table == ["locate"]
+    # the commit's diff stays whole; its message is cut after the paragraphs that fit
+    assert stats["token_budget"]["cut"] == 1
+    (bump,) = [s["messages"][1]["content"] for s in train + evals if s["meta"]["task"] == "commit"
+               and s["messages"][1]["content"].startswith(BUMP_SUBJECT)]  # fmt: skip
+    assert len(bump) < len(BUMP_MESSAGE) and BUMP_MESSAGE.startswith(bump + "\n\nUpdates `pkg")
+    assert stats["token_budget"]["max"] <= budget.max_tokens
+
+    report = validate_dataset(out, ValidateConfig(), budget)
+    assert report.passed, failure_message(report)
+    assert report.token_stats["max"] == stats["token_budget"]["max"]  # both stages count alike

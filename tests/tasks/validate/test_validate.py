@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from core.base_models import load_tokenizer
+from core.budget import TokenBudget
 from core.config import ValidateConfig
 from core.errors import InputError
 from core.settings import Settings, get_settings
@@ -35,6 +36,11 @@ def forgeflow_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def tokenizer(forgeflow_home: Path) -> Any:
     return load_tokenizer("smollm2-135m", Settings(home=forgeflow_home).cache_dir)
+
+
+def budget_of(tokenizer: Any, cfg: ValidateConfig = CFG) -> TokenBudget:
+    """The budget `token_budget(settings)` builds from these validation settings."""
+    return TokenBudget(tokenizer, cfg.min_tokens, cfg.max_tokens)
 
 
 def make_sample(i: int, split: str = "train", **meta: Any) -> dict[str, Any]:
@@ -82,7 +88,7 @@ def test_a_valid_dataset_passes_and_writes_both_reports(
 ) -> None:
     monkeypatch.chdir(tmp_path)  # GX must write nothing into the working directory either
     ds = write_dataset(tmp_path / "ds", make_dataset())
-    report = validate_dataset(ds, CFG, tokenizer)
+    report = validate_dataset(ds, CFG, budget_of(tokenizer))
 
     assert report.passed, failure_message(report)
     assert (report.samples, report.train, report.eval) == (28, 24, 4)
@@ -99,7 +105,7 @@ def test_a_valid_dataset_passes_and_writes_both_reports(
 def test_token_counts_match_the_chat_template_tokenization(tmp_path: Path, tokenizer: Any) -> None:
     sample = make_sample(0)
     ds = write_dataset(tmp_path / "ds", {"train": [sample], "eval": []})
-    report = validate_dataset(ds, CFG, tokenizer)
+    report = validate_dataset(ds, CFG, budget_of(tokenizer))
     ids = tokenizer.apply_chat_template(sample["messages"], tokenize=True, return_dict=True)["input_ids"]
     assert report.token_stats["max"] == len(ids)
 
@@ -176,7 +182,7 @@ def test_each_expectation_fails_alone_with_its_count(
     dataset = make_dataset()
     plant(dataset)
     cfg = ValidateConfig(max_tokens=200) if name == "token_length" else CFG
-    report = validate_dataset(write_dataset(tmp_path / "ds", dataset), cfg, tokenizer)
+    report = validate_dataset(write_dataset(tmp_path / "ds", dataset), cfg, budget_of(tokenizer, cfg))
 
     assert not report.passed
     assert list(failures(report)) == [name]
@@ -190,7 +196,7 @@ def test_each_expectation_fails_alone_with_its_count(
 def test_schema_failures_name_the_first_lines_and_count_the_rest(tmp_path: Path, tokenizer: Any) -> None:
     dataset = make_dataset()
     dataset["train"] += ["not json", "[]", '{"messages": []}', "{", "null"]
-    report = validate_dataset(write_dataset(tmp_path / "ds", dataset), CFG, tokenizer)
+    report = validate_dataset(write_dataset(tmp_path / "ds", dataset), CFG, budget_of(tokenizer))
 
     schema = failures(report)["schema"]
     assert schema.unexpected_count == 5
@@ -202,13 +208,13 @@ def test_duplicate_prompts_pass_within_the_allowed_fraction(tmp_path: Path, toke
     dataset = make_dataset()
     _duplicate_prompt(dataset)
     cfg = ValidateConfig(max_duplicate_prompt_fraction=0.1)
-    assert validate_dataset(write_dataset(tmp_path / "ds", dataset), cfg, tokenizer).passed
+    assert validate_dataset(write_dataset(tmp_path / "ds", dataset), cfg, budget_of(tokenizer, cfg)).passed
 
 
 def test_failure_message_is_one_line_naming_every_failure(tmp_path: Path, tokenizer: Any) -> None:
     dataset = make_dataset(n_train=8, n_eval=2)
     _duplicate_prompt(dataset)
-    report = validate_dataset(write_dataset(tmp_path / "ds", dataset), CFG, tokenizer)
+    report = validate_dataset(write_dataset(tmp_path / "ds", dataset), CFG, budget_of(tokenizer))
 
     message = failure_message(report)
     assert message.startswith("validation failed: unique_prompts (2 samples share 1 prompt")
@@ -219,7 +225,7 @@ def test_failure_message_is_one_line_naming_every_failure(tmp_path: Path, tokeni
 def test_markdown_report_marks_failures_in_a_table(tmp_path: Path, tokenizer: Any) -> None:
     dataset = make_dataset()
     _swap_roles(dataset)
-    report = validate_dataset(write_dataset(tmp_path / "ds", dataset), CFG, tokenizer)
+    report = validate_dataset(write_dataset(tmp_path / "ds", dataset), CFG, budget_of(tokenizer))
 
     markdown = render_report_markdown(report)
     assert markdown.startswith("# Dataset validation: FAILED")
@@ -230,7 +236,7 @@ def test_markdown_report_marks_failures_in_a_table(tmp_path: Path, tokenizer: An
 
 def test_missing_directory_is_an_input_error_without_absolute_paths(tmp_path: Path, tokenizer: Any) -> None:
     with pytest.raises(InputError, match="dataset directory 'nowhere' not found") as info:
-        validate_dataset(tmp_path / "nowhere", CFG, tokenizer)
+        validate_dataset(tmp_path / "nowhere", CFG, budget_of(tokenizer))
     assert str(tmp_path) not in str(info.value)
 
 
@@ -238,7 +244,7 @@ def test_missing_split_file_is_an_input_error_without_absolute_paths(tmp_path: P
     ds = write_dataset(tmp_path / "ds", make_dataset())
     (ds / "eval.jsonl").unlink()
     with pytest.raises(InputError, match="has no eval.jsonl") as info:
-        validate_dataset(ds, CFG, tokenizer)
+        validate_dataset(ds, CFG, budget_of(tokenizer))
     assert str(tmp_path) not in str(info.value)
 
 
@@ -273,3 +279,13 @@ def test_main_exits_2_on_a_missing_dataset(cli_env: Path, caplog: pytest.LogCapt
     assert main(["missing"]) == 2
     assert "dataset directory 'missing' not found" in caplog.text
     assert str(cli_env) not in caplog.text
+
+
+def test_main_counts_tokens_with_the_base_model(
+    cli_env: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FORGEFLOW_BASE_MODEL", "no-such-model")  # there is no second tokenizer setting
+    get_settings.cache_clear()
+    write_dataset(cli_env / "ds", make_dataset())
+    assert main(["ds"]) == 2
+    assert "base model 'no-such-model' not found" in caplog.text
