@@ -143,11 +143,11 @@ class EvalConfig(StepConfig):
     margin: float = Field(
         0.0, ge=0.0, le=0.99, description="pass when tuned perplexity <= base perplexity * (1 - margin)"
     )
-    max_samples: int = Field(256, ge=0, le=1_000_000, description="eval samples scored for NLL; 0 = all")
+    max_samples: int = Field(128, ge=0, le=1_000_000, description="eval samples scored for NLL; 0 = all")
     batch_size: int = Field(8, ge=1, le=1024)
     max_length: int = Field(1024, ge=32, le=131_072)
-    generation_samples: int = Field(16, ge=0, le=10_000, description="held-out samples per generation task")
-    max_new_tokens: int = Field(64, ge=1, le=4096)
+    generation_samples: int = Field(8, ge=0, le=10_000, description="held-out samples per generation task")
+    max_new_tokens: int = Field(48, ge=1, le=4096)
     seed: int = Field(0, ge=0, le=2**31 - 1)
 
 
