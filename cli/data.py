@@ -10,6 +10,8 @@ import typer
 from rich.table import Table
 
 from cli.app import RepoOpt, out, progress, run, run_flow
+from core.paths import display
+from core.reports import ExtractReport
 from core.settings import get_settings
 
 
@@ -56,7 +58,7 @@ def extract(
     from core.repos import resolve_repo
     from tasks.extract.run import extract_dataset
 
-    def body() -> dict[str, Any]:
+    def body() -> ExtractReport:
         settings = get_settings()
         handle = resolve_repo(repo, settings)
         with progress() as bar:
@@ -82,17 +84,17 @@ def extract(
     _print_summary(stats, out_dir)
 
 
-def _print_summary(stats: dict[str, Any], out_dir: Path) -> None:
-    s = stats["samples"]
+def _print_summary(stats: ExtractReport, out_dir: Path) -> None:
+    s = stats.samples
     out.print(
-        f"[bold]{s['total']}[/] samples ([green]{s['train']}[/] train, [cyan]{s['eval']}[/] eval) "
-        f"from {stats['files']['sources']} files at {stats['commit'][:12]} → {out_dir}"
+        f"[bold]{s.total}[/] samples ([green]{s.train}[/] train, [cyan]{s.eval}[/] eval) "
+        f"from {stats.files.sources} files at {stats.commit[:12]} → {out_dir}"
     )
     table = Table("task", "samples")
-    for task, n in s["by_task"].items():
+    for task, n in s.by_task.items():
         table.add_row(task, str(n))
     out.print(table)
-    skipped = {**stats["files"]["skipped"], **{f"dropped:{k}": v for k, v in stats["dropped"].items()}}
+    skipped = {**stats.files.skipped, **{f"dropped:{k}": v for k, v in stats.dropped.items()}}
     if skipped:
         out.print("skipped/dropped: " + ", ".join(f"{k}={v}" for k, v in skipped.items()))
 
@@ -103,17 +105,25 @@ def validate(
     """Check a dataset with Great Expectations; exit 1 naming the failed expectations."""
     from core.budget import token_budget
     from core.errors import ValidationFailed
-    from tasks.validate.run import failure_message, validate_dataset
+    from tasks.validate.run import REPORT_MD, dataset_files, failure_message, validate_dataset
 
     def body() -> None:
         settings = get_settings()
+        dataset_files(dataset)  # fail fast, before the tokenizer loads
         report = validate_dataset(dataset, settings.validation, token_budget(settings))
         for e in report.expectations:
             mark = "[green]✓[/]" if e.success else "[red]✗[/]"
             out.print(f"{mark} {e.name}: {e.detail}", highlight=False)
         if not report.passed:
             raise ValidationFailed(failure_message(report))
-        out.print(f"[green]passed[/]: {report.samples} samples ({report.train} train, {report.eval} eval)")
+        tokens = report.token_stats
+        out.print(
+            f"[green]validation passed[/]: {report.samples} samples "
+            f"({report.train} train, {report.eval} eval), "
+            f"tokens max {tokens.get('max', 0):.0f} p95 {tokens.get('p95', 0):.0f}; "
+            f"report in {display(dataset / REPORT_MD)}",
+            highlight=False,
+        )
 
     run(body)
 
@@ -132,7 +142,8 @@ def prepare(
     result = run_flow(
         lambda: prepare_data(PrepareDataParams(**params), return_state=True), [out_dir / "validation.md"]
     )
-    out.print(f"monitor: {result['monitor']['reason']}")
-    if result.get("extract"):
-        _print_summary(result["extract"], out_dir)
-        out.print(f"validation: [green]passed[/] ({result['validation']['samples']} samples)")
+    out.print(f"monitor: {result.monitor.reason}")
+    if result.extract is not None:
+        _print_summary(result.extract, out_dir)
+    if result.validation is not None:
+        out.print(f"validation: [green]passed[/] ({result.validation.samples} samples)")

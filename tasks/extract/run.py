@@ -20,6 +20,7 @@ from core.budget import TokenBudget, token_budget
 from core.config import ExtractConfig
 from core.errors import InputError
 from core.hashing import config_sha256, dataset_sha256
+from core.reports import ExtractReport
 from core.settings import Settings
 from tasks.extract import history
 from tasks.extract.assemble import assemble
@@ -47,7 +48,7 @@ def extract_dataset(
     rev: str = "HEAD",
     display: str = "repository",
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> ExtractReport:
     """Write out_dir/{train,eval}.jsonl and stats.json from commit `rev` of `repo`; returns the stats.
 
     Every sample written fits `budget` (`core.budget.token_budget(settings)`, the one validation checks).
@@ -104,7 +105,8 @@ def extract_dataset(
     atomic.write_jsonl(out_dir / "train.jsonl", train)
     atomic.write_jsonl(out_dir / "eval.jsonl", evals)
     stats["dataset_sha256"] = dataset_sha256(out_dir)
-    atomic.write_json(out_dir / "stats.json", stats)
+    report = ExtractReport.model_validate(stats)
+    atomic.write_json(out_dir / "stats.json", report.model_dump(mode="json", exclude={"elapsed_seconds"}))
     elapsed = time.perf_counter() - started
     log.info(
         "extracted %d train / %d eval samples from %d files in %.2fs",
@@ -113,7 +115,7 @@ def extract_dataset(
         len(sources),
         elapsed,
     )
-    return {**stats, "elapsed_seconds": round(elapsed, 3)}
+    return report.model_copy(update={"elapsed_seconds": round(elapsed, 3)})
 
 
 def _resolve_commit(repo: Path, rev: str, display: str) -> str:
@@ -227,7 +229,7 @@ def extract_task(
     settings: Settings,
     display: str = "repository",
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> ExtractReport:
     """Prefect task: extraction. Not retried: it is deterministic, and a rerun reuses the per-file cache."""
     return extract_dataset(
         Path(repo_path),
@@ -238,38 +240,3 @@ def extract_task(
         display=display,
         progress=progress,
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m tasks.extract.run --repo . --out data/dataset` (DVC stage); exit 0, or 2 on bad input."""
-    import argparse
-
-    from core.repos import resolve_repo
-    from core.settings import get_settings
-
-    parser = argparse.ArgumentParser(prog="python -m tasks.extract.run", description=main.__doc__)
-    parser.add_argument("--repo", default=".")
-    parser.add_argument("--out", default="data/dataset", type=Path)
-    parser.add_argument("--rev", default="HEAD")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        settings = get_settings()
-        handle = resolve_repo(args.repo, settings)
-        extract_dataset(
-            handle.path,
-            args.out,
-            settings.extract,
-            settings.cache_dir,
-            token_budget(settings),
-            rev=args.rev,
-            display=handle.display,
-        )
-    except InputError as exc:
-        log.error("%s", exc)
-        return exc.exit_code
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

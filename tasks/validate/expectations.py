@@ -14,10 +14,10 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from pydantic import BaseModel
 
 from core.budget import TokenBudget
 from core.config import ValidateConfig
+from core.reports import ExpectationResult
 
 if TYPE_CHECKING:
     from great_expectations.expectations import Expectation
@@ -28,15 +28,6 @@ Describe = Callable[[dict[str, Any], pd.DataFrame, ValidateConfig], tuple[int, s
 ALLOWED_ROLES = ("user,assistant", "system,user,assistant")
 # How many offending lines a detail names; the rest is a count.
 EXAMPLES = 3
-
-
-class ExpectationResult(BaseModel):
-    """The outcome of one expectation, in words a dataset author can act on."""
-
-    name: str
-    success: bool
-    unexpected_count: int  # offending rows; for the count expectations, how many samples are missing
-    detail: str  # one short line, e.g. "3 samples exceed 2048 tokens (max 2911)"
 
 
 def run_expectations(

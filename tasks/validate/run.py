@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -12,17 +11,18 @@ import pandas as pd
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import ValidationError
 
 from core.atomic import write_json, write_text
 from core.budget import TokenBudget, token_budget
 from core.config import ValidateConfig
 from core.errors import InputError, ValidationFailed
 from core.paths import display
+from core.reports import ValidationReport
 from core.schemas import Sample, sample_lines
 from core.secrets import SECRET_PATTERNS
 from core.settings import Settings
-from tasks.validate.expectations import ExpectationResult, run_expectations
+from tasks.validate.expectations import run_expectations
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +33,6 @@ ARTIFACT_KEY = "validation-report"
 _MAX_ERROR_CHARS = 120
 _TEXT_COLUMNS = ["file", "file_split", "split", "task", "source_path", "lang", "roles", "prompt", "answer"]
 _INT_COLUMNS = {"line": "int64", "min_content_chars": "int64", "tokens": "int64"}
-
-
-class ValidationReport(BaseModel):
-    """What `validate_dataset` found; `samples`, `train` and `eval` count lines that parse as a Sample."""
-
-    passed: bool
-    samples: int
-    train: int
-    eval: int
-    expectations: list[ExpectationResult]
-    token_stats: dict[str, float] = Field(description="min / mean / p95 / max rendered tokens per sample")
-    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 
 @dataclass
@@ -157,36 +145,6 @@ def validate_task(dataset_dir: str, settings: Settings) -> ValidationReport:
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m tasks.validate.run DIR` (the DVC stage): exit 0 passed, 1 failed, 2 bad input."""
-    import argparse
-
-    from core.settings import get_settings
-
-    parser = argparse.ArgumentParser(prog="python -m tasks.validate.run", description=main.__doc__)
-    parser.add_argument("dataset_dir", type=Path, help="directory with train.jsonl and eval.jsonl")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    log.setLevel(logging.INFO)  # importing Prefect configures the root logger at WARNING
-    try:
-        dataset_files(args.dataset_dir)  # fail fast, before the tokenizer loads
-        settings = get_settings()
-        report = validate_dataset(args.dataset_dir, settings.validation, token_budget(settings))
-    except InputError as exc:
-        log.error("%s", exc)
-        return exc.exit_code
-    if not report.passed:
-        log.error("%s", failure_message(report))
-        return ValidationFailed.exit_code
-    stats = report.token_stats
-    log.info(
-        "validation passed: %d samples (train %d, eval %d), tokens max %.0f p95 %.0f; report in %s",
-        report.samples, report.train, report.eval, stats.get("max", 0), stats.get("p95", 0),
-        display(args.dataset_dir / REPORT_MD),
-    )  # fmt: skip
-    return 0
-
-
 def _read_lines(path: Path, split: str) -> list[_Line]:
     try:
         data = path.read_bytes()
@@ -258,7 +216,3 @@ def _token_stats(tokens: pd.Series) -> dict[str, float]:
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

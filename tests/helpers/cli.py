@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from click.testing import Result
+
 FORGEFLOW = str(Path(sys.executable).parent / "forgeflow")
 
 
@@ -36,8 +38,13 @@ def assert_one_clean_line(proc: subprocess.CompletedProcess[str], typed: list[st
 
 def invoke(*args: str) -> int:
     """Run `forgeflow ARGS` in this process (Typer's test runner) and return its exit code."""
+    return invoke_result(*args).exit_code
+
+
+def invoke_result(*args: str) -> Result:
+    """Run `forgeflow ARGS` in this process; the result has exit_code, stdout and stderr."""
     from typer.testing import CliRunner
 
     from cli.main import app
 
-    return CliRunner().invoke(app, list(args)).exit_code
+    return CliRunner().invoke(app, list(args))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,10 +17,10 @@ from core.settings import Settings, get_settings
 from tasks.validate.run import (
     ValidationReport,
     failure_message,
-    main,
     render_report_markdown,
     validate_dataset,
 )
+from tests.helpers.cli import invoke_result
 
 GITHUB_TOKEN = "ghp_" + "A1b2C3d4E5f6G7h8I9j0" + "K1l2M3n4O5p6Q7r8"  # 36 alnum after the prefix
 CFG = ValidateConfig()
@@ -257,35 +256,35 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, forgeflow_home: Pat
     get_settings.cache_clear()
 
 
-def test_main_exits_0_when_the_dataset_passes(cli_env: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_the_command_exits_0_when_the_dataset_passes(cli_env: Path) -> None:
     write_dataset(cli_env / "data" / "dataset", make_dataset())
-    with caplog.at_level(logging.INFO, logger="tasks.validate.run"):
-        assert main(["data/dataset"]) == 0
-    assert "validation passed: 28 samples" in caplog.text
+    result = invoke_result("validate", "data/dataset")
+    assert result.exit_code == 0, result.output
+    assert "validation passed: 28 samples" in result.stdout
     assert (cli_env / "data" / "dataset" / "validation.json").is_file()
 
 
-def test_main_exits_1_and_logs_the_failed_expectations(
-    cli_env: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_the_command_exits_1_and_names_the_failed_expectations(cli_env: Path) -> None:
     write_dataset(cli_env / "ds", make_dataset(n_train=5, n_eval=1))
-    with caplog.at_level(logging.INFO, logger="tasks.validate.run"):
-        assert main(["ds"]) == 1
-    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    assert errors == ["validation failed: min_samples (6 valid samples < 20)"]
+    result = invoke_result("validate", "ds")
+    assert result.exit_code == 1
+    errors = result.stderr.strip().splitlines()
+    assert errors == ["error: validation failed: min_samples (6 valid samples < 20)"]
 
 
-def test_main_exits_2_on_a_missing_dataset(cli_env: Path, caplog: pytest.LogCaptureFixture) -> None:
-    assert main(["missing"]) == 2
-    assert "dataset directory 'missing' not found" in caplog.text
-    assert str(cli_env) not in caplog.text
+def test_the_command_exits_2_on_a_missing_dataset(cli_env: Path) -> None:
+    result = invoke_result("validate", "missing")
+    assert result.exit_code == 2
+    assert "dataset directory 'missing' not found" in result.stderr
+    assert str(cli_env) not in result.output
 
 
-def test_main_counts_tokens_with_the_base_model(
-    cli_env: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+def test_the_command_counts_tokens_with_the_base_model(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FORGEFLOW_BASE_MODEL", "no-such-model")  # there is no second tokenizer setting
     get_settings.cache_clear()
     write_dataset(cli_env / "ds", make_dataset())
-    assert main(["ds"]) == 2
-    assert "base model 'no-such-model' not found" in caplog.text
+    result = invoke_result("validate", "ds")
+    assert result.exit_code == 2
+    assert "base model 'no-such-model' not found" in result.stderr
