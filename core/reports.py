@@ -7,15 +7,88 @@ parts (lineage, configs) stay dicts: they are recorded, not read.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Report(BaseModel):
     """A stage report: unknown keys are refused, so a report and its readers cannot drift apart."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class MonitorMetrics(Report):
+    commits_since_last_train: int
+    files_changed: int
+    lines_changed: int
+    critical_paths_changed: bool
+    critical_paths: list[str] = Field(default_factory=list)
+    new_release_tags: list[str] = Field(default_factory=list)
+    head_commit: str | None = None
+    last_trained_commit: str | None = None
+
+
+class MonitorReport(Report):
+    """The seed's `/v1/retrain/monitor` shape."""
+
+    should_retrain: bool
+    reason: str
+    metrics: MonitorMetrics
+    checked_at: datetime
+
+
+class ExtractedFiles(Report):
+    total: int  # tracked files at the commit
+    sources: int  # of those, files extraction reads (by language and size)
+    parsed: int
+    cached: int  # parsed before: results reused by blob SHA
+    skipped: dict[str, int]  # why the others were left out
+
+
+class ExtractedSamples(Report):
+    total: int
+    train: int
+    eval: int
+    by_task: dict[str, int]
+    by_lang: dict[str, int]
+
+
+class ExtractReport(Report):
+    """`stats.json`: what extraction made of one commit, and what it left out and why."""
+
+    commit: str
+    config_hash: str
+    dataset_sha256: str  # core.hashing.dataset_sha256: the dataset hash of lineage
+    files: ExtractedFiles
+    samples: ExtractedSamples
+    split: dict[str, float]
+    dropped: dict[str, int]
+    token_budget: dict[str, int]  # the budget (core.budget), samples cut to fit it, the longest kept
+    commits: dict[str, int]
+    elapsed_seconds: float | None = None  # of the run that returned it; not written to stats.json
+
+
+class ExpectationResult(Report):
+    """The outcome of one expectation, in words a dataset author can act on."""
+
+    name: str
+    success: bool
+    unexpected_count: int  # offending rows; for the count expectations, how many samples are missing
+    detail: str  # one short line, e.g. "3 samples exceed 2048 tokens (max 2911)"
+
+
+class ValidationReport(Report):
+    """What `validate_dataset` found; `samples`, `train` and `eval` count lines that parse as a Sample."""
+
+    passed: bool
+    samples: int
+    train: int
+    eval: int
+    expectations: list[ExpectationResult]
+    token_stats: dict[str, float] = Field(description="min / mean / p95 / max rendered tokens per sample")
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
 
 class FinetuneReport(Report):
@@ -112,6 +185,14 @@ class ExportReport(Report):
     tools: dict[str, str]
     ggufs: dict[str, ExportedGGUF]
     parity_setup: dict[str, Any]
+
+
+class PrepareDataReport(Report):
+    """What the prepare-data flow returns: the monitor's decision, then (unless it stopped) the dataset."""
+
+    monitor: MonitorReport
+    extract: ExtractReport | None = None
+    validation: ValidationReport | None = None
 
 
 class RegisteredModel(Report):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -56,23 +55,3 @@ def sample_lines(data: bytes) -> Iterator[tuple[int, Sample | ValidationError]]:
             yield number, Sample.model_validate_json(raw)
         except ValidationError as exc:
             yield number, exc
-
-
-class MonitorMetrics(BaseModel):
-    commits_since_last_train: int
-    files_changed: int
-    lines_changed: int
-    critical_paths_changed: bool
-    critical_paths: list[str] = Field(default_factory=list)
-    new_release_tags: list[str] = Field(default_factory=list)
-    head_commit: str | None = None
-    last_trained_commit: str | None = None
-
-
-class MonitorReport(BaseModel):
-    """The seed's `/v1/retrain/monitor` shape."""
-
-    should_retrain: bool
-    reason: str
-    metrics: MonitorMetrics
-    checked_at: datetime

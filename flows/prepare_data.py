@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, cast
+from typing import cast
 from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.reports import PrepareDataReport
 from core.settings import get_settings
 from tasks.extract.run import extract_task
 from tasks.monitor.run import check_repo_task, resolve_repo_task
@@ -37,7 +38,7 @@ def _stage_progress(artifact: UUID, start: float, span: float) -> Callable[[str,
 
 
 @flow(name="prepare-data", log_prints=False)
-def prepare_data(params: PrepareDataParams | None = None) -> dict[str, Any]:
+def prepare_data(params: PrepareDataParams | None = None) -> PrepareDataReport:
     """Decide, extract and validate a repository's dataset; stops with the failed expectations named."""
     params = params or PrepareDataParams()
     settings = get_settings()
@@ -50,11 +51,11 @@ def prepare_data(params: PrepareDataParams | None = None) -> dict[str, Any]:
     report = check_repo_task(handle, settings)
     logger.info("monitor: %s", report.reason)
     update_progress_artifact(artifact, 10.0)
-    result: dict[str, Any] = {"monitor": report.model_dump(mode="json"), "extract": None, "validation": None}
+    result = PrepareDataReport(monitor=report)
     if params.dry_run or (params.only_if_changed and not report.should_retrain):
         update_progress_artifact(artifact, 100.0)
         return result
-    stats = extract_task(
+    result.extract = extract_task(
         str(handle.path),
         params.out_dir,
         settings,
@@ -62,7 +63,6 @@ def prepare_data(params: PrepareDataParams | None = None) -> dict[str, Any]:
         progress=_stage_progress(artifact, 10.0, 70.0),
     )
     update_progress_artifact(artifact, 80.0)
-    validation = validate_task(params.out_dir, settings)
+    result.validation = validate_task(params.out_dir, settings)
     update_progress_artifact(artifact, 100.0)
-    result.update(extract=stats, validation=validation.model_dump(mode="json"))
     return result

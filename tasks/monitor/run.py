@@ -17,8 +17,8 @@ from prefect.cache_policies import NO_CACHE
 from core.atomic import write_json
 from core.config import MonitorConfig
 from core.errors import ForgeflowError, InputError
+from core.reports import MonitorMetrics, MonitorReport
 from core.repos import RepoHandle, resolve_repo
-from core.schemas import MonitorMetrics, MonitorReport
 from core.settings import Settings
 
 logger = logging.getLogger(__name__)

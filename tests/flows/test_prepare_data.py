@@ -52,10 +52,10 @@ def test_prepare_data_writes_a_validated_dataset_and_reports_progress(env: Path,
     state = prepare_data(PrepareDataParams(repo=str(repo), out_dir=str(out)), return_state=True)
     assert state.is_completed(), state.message
     result = state.result()
-    assert result["monitor"]["should_retrain"] is True  # never trained: all 12 files are new
-    assert "12 files changed (threshold: 10)" in result["monitor"]["reason"]
-    assert result["extract"]["samples"]["total"] > 10
-    assert result["validation"]["passed"] is True
+    assert result.monitor.should_retrain is True  # never trained: all 12 files are new
+    assert "12 files changed (threshold: 10)" in result.monitor.reason
+    assert result.extract.samples.total > 10
+    assert result.validation.passed is True
     assert {p.name for p in out.iterdir()} >= {
         "train.jsonl",
         "eval.jsonl",
@@ -87,13 +87,13 @@ def test_only_if_changed_stops_after_the_monitor_when_up_to_date(env: Path, make
     mark_trained(resolve_repo(str(repo), get_settings()), head, get_settings())
     out = env / "ds"
     result = prepare_data(PrepareDataParams(repo=str(repo), out_dir=str(out), only_if_changed=True))
-    assert result["monitor"]["should_retrain"] is False
-    assert result["extract"] is None and not out.exists()
+    assert result.monitor.should_retrain is False
+    assert result.extract is None and not out.exists()
 
 
 def test_dry_run_monitors_and_writes_nothing(env: Path, make_repo) -> None:
     repo = make_repo({f"inventory/m{i}.py": _module(i) for i in range(12)})
     out = env / "ds"
     result = prepare_data(PrepareDataParams(repo=str(repo), out_dir=str(out), dry_run=True))
-    assert result["monitor"]["should_retrain"] is True
-    assert result["extract"] is None and result["validation"] is None and not out.exists()
+    assert result.monitor.should_retrain is True
+    assert result.extract is None and result.validation is None and not out.exists()

@@ -11,6 +11,7 @@ from core.base_models import load_tokenizer
 from core.budget import TokenBudget
 from core.config import ExtractConfig, ValidateConfig
 from core.errors import InputError
+from core.reports import ExtractReport
 from core.schemas import Sample
 from tasks.extract.run import extract_dataset
 from tests.helpers.gitrepo import commit, git
@@ -192,10 +193,10 @@ def test_reextracting_after_a_one_file_commit_parses_one_file(
     repo: Path, tmp_path: Path, budget: TokenBudget
 ) -> None:
     cache = tmp_path / "cache"
-    first = extract_dataset(repo, tmp_path / "ds", ExtractConfig(), cache, budget)
+    first = extract_dataset(repo, tmp_path / "ds", ExtractConfig(), cache, budget).model_dump()
     assert first["files"]["parsed"] == first["files"]["sources"] == 16
     commit(repo, {"pkg/mod3.py": '"""Changed module."""\n'}, "Rewrite mod3 as an empty module")
-    second = extract_dataset(repo, tmp_path / "ds", ExtractConfig(), cache, budget)
+    second = extract_dataset(repo, tmp_path / "ds", ExtractConfig(), cache, budget).model_dump()
     assert second["files"]["parsed"] == 1 and second["files"]["cached"] == 15
 
 
@@ -253,7 +254,7 @@ def test_hygiene_skips_are_counted(make_repo, tmp_path: Path, budget: TokenBudge
     git(repo, "commit", "-q", "-m", "Add links to system and project files")
     stats = extract_dataset(
         repo, tmp_path / "ds", ExtractConfig(max_file_bytes=100_000), tmp_path / "cache", budget
-    )
+    ).model_dump()
     assert stats["files"]["skipped"] == {
         "binary": 1,
         "generated": 1,
@@ -296,7 +297,7 @@ def test_samples_longer_than_the_budget_are_dropped_and_counted(
     )
     stats = extract_dataset(
         repo, tmp_path / "ds", ExtractConfig(max_sample_chars=1500), tmp_path / "cache", budget
-    )
+    ).model_dump()
     assert stats["dropped"]["too_long"] == 3  # explain, docstring and implement carry the whole body
     assert stats["samples"]["by_task"] == {"locate": 1}
 
@@ -327,7 +328,11 @@ def test_an_overlong_function_and_commit_are_fitted_at_extraction_so_validation_
     commit(repo, {"requirements/pins.txt": _PINS}, BUMP_MESSAGE)
     assert budget.count([[{"role": "user", "content": OVERLONG_PY}]])[0] > budget.max_tokens
     out = tmp_path / "ds"
-    stats = extract_dataset(repo, out, ExtractConfig(), tmp_path / "cache", budget)
+    stats = extract_dataset(repo, out, ExtractConfig(), tmp_path / "cache", budget).model_dump()
+    written = ExtractReport.model_validate_json(
+        (out / "stats.json").read_text()
+    )  # the typed report is the file
+    assert written.model_dump() == {**stats, "elapsed_seconds": None}
 
     # explain, docstring and implement of lookup_table show its whole body: no cut fits, they are dropped
     assert stats["dropped"]["over_token_budget"] == 3
