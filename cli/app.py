@@ -39,9 +39,7 @@ def run(fn: Callable[[], T]) -> T:
     _quiet_libraries()
     debug = False
     try:
-        from core.settings import get_settings
-
-        settings = get_settings()
+        settings = _settings()
         debug = settings.debug
         logging.basicConfig(level=settings.log_level, format="%(levelname)s %(message)s")
         return fn()
@@ -58,6 +56,22 @@ def run(fn: Callable[[], T]) -> T:
         hint = "(set FORGEFLOW_DEBUG=1 for a traceback)"
         err.print(f"[red]internal error:[/red] {type(exc).__name__}: {first} {hint}", highlight=False)
         raise typer.Exit(3) from None
+
+
+def _settings() -> Any:
+    """The process settings; a bad config file or FORGEFLOW_* variable is the user's error, in one line."""
+    from pydantic import ValidationError
+
+    from core.settings import get_settings
+
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise ForgeflowError(
+            f"invalid setting {where}: {first['msg']} (configs/forgeflow.yaml or FORGEFLOW_* variables)"
+        ) from None
 
 
 def run_flow(fn: Callable[[], Any], reports: Sequence[Path] = ()) -> Any:

@@ -37,3 +37,20 @@ def test_a_failed_prepare_prints_the_error_the_run_and_the_report(make_repo, tmp
     assert where.startswith("see: flow run ") and "report: ds/validation.md" in where
     assert error.startswith("error: validation failed: min_samples")
     assert (out / "validation.md").is_file()
+
+
+def test_a_bad_setting_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    env = {**os.environ, "FORGEFLOW_HOME": str(tmp_path / "ws"), "FORGEFLOW_VALIDATION__MIN_SAMPLES": "many"}
+    proc = subprocess.run(
+        [FORGEFLOW, "validate", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: invalid setting validation.min_samples: Input should be a valid integer, "
+        "unable to parse string as an integer (configs/forgeflow.yaml or FORGEFLOW_* variables)"
+    ]
