@@ -180,11 +180,22 @@ def _roles(result: dict[str, Any], samples: pd.DataFrame, cfg: ValidateConfig) -
     return n, f"{n} sample(s) with roles {', '.join(seen)} (allowed: {allowed}): {_refs(samples, result)}"
 
 
-def _non_empty(result: dict[str, Any], samples: pd.DataFrame, cfg: ValidateConfig) -> tuple[int, str]:
-    n = _unexpected(result)
-    if not n:
-        return 0, "every message has text"
-    return n, f"{n} sample(s) with a blank message: {_refs(samples, result)}"
+def _flagged_rows(ok: str, flagged: str) -> Describe:
+    """For an expectation that flags rows: `ok` when none is flagged, else how many, what, and where."""
+
+    def describe(result: dict[str, Any], samples: pd.DataFrame, cfg: ValidateConfig) -> tuple[int, str]:
+        n = _unexpected(result)
+        if not n:
+            return 0, ok
+        return n, f"{n} {flagged}: {_refs(samples, result)}"
+
+    return describe
+
+
+_non_empty = _flagged_rows("every message has text", "sample(s) with a blank message")
+_split_matches = _flagged_rows(
+    "meta.split matches the file of every sample", "sample(s) whose meta.split differs from their file"
+)
 
 
 def _token_length(budget: TokenBudget) -> Describe:
@@ -221,14 +232,8 @@ def _unique_prompts(result: dict[str, Any], samples: pd.DataFrame, cfg: Validate
 
 
 def _secrets(column: str) -> Describe:
-    def describe(result: dict[str, Any], samples: pd.DataFrame, cfg: ValidateConfig) -> tuple[int, str]:
-        n = _unexpected(result)
-        if not n:
-            return 0, f"no {column} matches a secret pattern"
-        # Name the lines only: the report must not repeat the secret it found.
-        return n, f"{n} {column}(s) match a secret pattern: {_refs(samples, result)}"
-
-    return describe
+    # Name the lines only: the report must not repeat the secret it found.
+    return _flagged_rows(f"no {column} matches a secret pattern", f"{column}(s) match a secret pattern")
 
 
 def _disjoint(result: dict[str, Any], samples: pd.DataFrame, cfg: ValidateConfig) -> tuple[int, str]:
@@ -240,13 +245,6 @@ def _disjoint(result: dict[str, Any], samples: pd.DataFrame, cfg: ValidateConfig
         f" (+{len(shared) - EXAMPLES} more)" if len(shared) > EXAMPLES else ""
     )
     return n, f"{n} samples from {len(shared)} file(s) in both train and eval: {examples}"
-
-
-def _split_matches(result: dict[str, Any], samples: pd.DataFrame, cfg: ValidateConfig) -> tuple[int, str]:
-    n = _unexpected(result)
-    if not n:
-        return 0, "meta.split matches the file of every sample"
-    return n, f"{n} sample(s) whose meta.split differs from their file: {_refs(samples, result)}"
 
 
 def _row_count(minimum: Callable[[ValidateConfig], int], what: str) -> Describe:
