@@ -220,7 +220,7 @@ class Registry:
             return self._info(s, find_row(s, ref))
 
     def find(self, ref: str) -> ModelInfo | None:
-        """`resolve(ref)`, or None when nothing answers to `ref` (a malformed ref still raises)."""
+        """`resolve(ref)`, or None when nothing answers to `ref`."""
         try:
             return self.resolve(ref)
         except ModelNotFound:

@@ -239,3 +239,15 @@ def test_a_writer_waits_for_another_process_write_lock_instead_of_failing(
         registry.record_stats(
             "demo", requests=1, failed=2, latencies_ms=[], prompt_tokens=0, completion_tokens=0
         )
+
+
+def test_find_and_alias_target_answer_none_for_what_is_not_there(settings: Settings, gguf: Path) -> None:
+    with Registry.from_settings(settings) as registry:  # a context manager: closed on the way out
+        assert registry.find("demo") is None and registry.alias_target("demo", "champion") is None
+        first = registry.register(gguf, name="demo")
+        registry.register(gguf, name="demo")
+        registry.set_alias("demo", "champion", first.version)
+        found = registry.find("demo:champion")
+        assert found is not None and found.key == first.key
+        assert registry.alias_target("demo", "champion") == first.version == "1.0.0"
+        assert registry.find("demo:9.9.9") is None
