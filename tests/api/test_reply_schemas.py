@@ -32,7 +32,11 @@ VECTOR = [1e-05, -0.25, 3.0]  # Python's json writes 1e-05; pydantic's JSON writ
 
 
 class _Canned:
-    """A backend answering fixed replies, in the shapes llama.cpp sends."""
+    """A backend answering fixed replies, in the shapes llama.cpp sends.
+
+    Fixed bytes are the point here (extra fields, float spelling): the real llama.cpp path over
+    the same routes is tests/api/test_openai_sdk.py.
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -56,7 +60,8 @@ class _Canned:
         yield CHAT
 
     async def completion(self, key: str, body: Json) -> Json:
-        raise NotImplementedError
+        choice = {"index": 0, "text": "hi", "finish_reason": "stop"}
+        return CHAT | {"object": "text_completion", "model": key, "choices": [choice]}
 
     async def completion_stream(self, key: str, body: Json) -> AsyncIterator[Json]:
         yield CHAT
