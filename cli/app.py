@@ -11,7 +11,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -19,6 +19,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from core.errors import ForgeflowError
 from core.paths import display
+
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 app = typer.Typer(
     help="forgeflow: turn a git repository into its own local coding assistant.",
@@ -58,7 +61,7 @@ def run(fn: Callable[[], T]) -> T:
         raise typer.Exit(3) from None
 
 
-def _settings() -> Any:
+def _settings() -> Settings:
     """The process settings; a bad config file or FORGEFLOW_* variable is the user's error, in one line."""
     from pydantic import ValidationError
 
@@ -88,12 +91,8 @@ def run_flow(fn: Callable[[], Any], reports: Sequence[Path] = ()) -> Any:
         state = fn()
         if not state.is_failed() and not state.is_crashed():
             return state.result()
-        try:
-            state.result()
-        except ForgeflowError as exc:
-            _where_to_look(state, reports, started)
-            raise exc from None
-        _where_to_look(state, reports, started)
+        _where_to_look(state, reports, started)  # for every failure, ours or an internal error
+        state.result()  # raises the run's error, which `run` turns into its one line
         raise ForgeflowError(state.message or "the flow run failed")
 
     return run(body)
