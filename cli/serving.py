@@ -26,7 +26,10 @@ def _serve(settings: Settings, preload: list[str]) -> None:
     out.print(
         f"forgeflow API on http://{host}:{port} (OpenAI base URL http://{host}:{port}/v1, docs at /docs)"
     )
-    uvicorn.run(create_app(settings, preload=preload), host=host, port=port, log_level="warning")
+    from tasks.monitor.run import monitor_decision
+
+    app = create_app(settings, preload=preload, monitor=monitor_decision)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 def _resolve(registry: Any, ref: str) -> str:

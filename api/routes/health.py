@@ -56,6 +56,8 @@ async def health(state: StateDep) -> Health:
 
 @router.get("/metrics", operation_id="metrics", response_class=Response, responses=PROMETHEUS)
 async def metrics(state: StateDep) -> Response:
-    """Requests, errors, latency and time-to-first-token histograms, tokens per model."""
+    """Requests, errors, latency and time-to-first-token histograms, tokens per model; and each
+    llama-server's own busy slots, deferred requests and tokens, labelled by model."""
     state.metrics.models_loaded.set(len(await state.hub.loaded()))
+    state.metrics.servers.latest = await state.hub.server_metrics()
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -10,7 +10,15 @@ from fastapi import APIRouter
 from api import inference
 from api.deps import StateDep
 from api.errors import RESPONSES, ApiError
-from api.schemas.replies import InferEmbeddings, InferMetadata, InferReply, InferText, InferTiming, QueryReply
+from api.schemas.replies import (
+    InferEmbeddings,
+    InferMetadata,
+    InferReply,
+    InferText,
+    InferTiming,
+    QueryReply,
+    ServerTimings,
+)
 from api.schemas.requests import InferRequest, QueryRequest
 
 router = APIRouter(tags=["inference"], responses=RESPONSES)
@@ -40,23 +48,23 @@ async def infer(model_name: str, req: InferRequest, state: StateDep) -> InferRep
     """
     started = time.perf_counter()
     info = await inference.resolve(state, model_name)
+    texts = [req.text] if isinstance(req.text, str) else list(req.text)
+    if info.task != "text-embedding" and len(texts) != 1:  # refused before the model is loaded for it
+        raise ApiError(400, "text: one prompt per request for a text-generation model", param="text")
     await state.hub.ensure(info)
     queued = time.perf_counter()
-    texts = [req.text] if isinstance(req.text, str) else list(req.text)
-    if not texts or not all(texts):
-        raise ApiError(400, "text: give a non-empty string or list of strings", param="text")
     result: InferText | InferEmbeddings
+    server: ServerTimings | None = None
     if info.task == "text-embedding":
         out, _ = await inference.run(state, info, "infer", lambda b: b.embeddings(info.key, texts))
         vectors = [row["embedding"] for row in out["data"]]
         result = InferEmbeddings(embeddings=vectors[0] if isinstance(req.text, str) else vectors)
     else:
-        if len(texts) != 1:
-            raise ApiError(400, "text: one prompt per request for a text-generation model", param="text")
         body: dict[str, Any] = {"messages": [{"role": "user", "content": texts[0]}]}
-        body |= {k: v for k, v in req.options.items() if k in ("temperature", "top_p", "max_tokens", "seed")}
+        body |= req.options.model_dump(exclude_none=True)
         out, _ = await inference.run(state, info, "infer", lambda b: b.chat(info.key, body))
         result = InferText(text=out["choices"][0]["message"]["content"], usage=out.get("usage"))
+        server = _server_timings(out.get("timings"))
     done = time.perf_counter()
     return InferReply(
         result=result,
@@ -65,5 +73,23 @@ async def infer(model_name: str, req: InferRequest, state: StateDep) -> InferRep
             queue_time_ms=round((queued - started) * 1000, 3),
             inference_time_ms=round((done - queued) * 1000, 3),
             total_time_ms=round((done - started) * 1000, 3),
+            server=server,
         ),
     )
+
+
+def _server_timings(timings: Any) -> ServerTimings | None:
+    """llama-server's `timings` block in our names; None when the backend sent none."""
+    if not isinstance(timings, dict):
+        return None
+    try:
+        return ServerTimings(
+            prompt_tokens=timings["prompt_n"],
+            cached_tokens=timings.get("cache_n", 0),
+            prompt_ms=round(timings["prompt_ms"], 3),
+            predicted_tokens=timings["predicted_n"],
+            predicted_ms=round(timings["predicted_ms"], 3),
+            predicted_per_second=round(timings["predicted_per_second"], 2),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 from pathlib import Path
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
+from fastapi import Path as InPath
 
 from api.deps import HubDep, RegistryDep, StateDep
 from api.errors import RESPONSES, ApiError
@@ -18,11 +22,14 @@ from api.schemas.replies import (
     ModelSummary,
     Rollback,
 )
-from api.schemas.requests import AliasRequest, DeployRequest, RegisterRequest
-from core.registry import ModelInfo
+from api.schemas.requests import NOT_LATEST, AliasRequest, DeployRequest, RegisterRequest
+from core.registry import ALIAS, NAME, ModelInfo
 
 router = APIRouter(tags=["models"], responses=RESPONSES)
 Task = str | None
+# the registry's own rules, so that the document says which names and aliases can exist
+Name = Annotated[str, InPath(pattern=NAME.pattern, description="a model name")]
+Alias = Annotated[str, InPath(pattern=ALIAS.pattern, json_schema_extra=NOT_LATEST, description="not latest")]
 
 
 def summary(info: ModelInfo) -> ModelSummary:
@@ -92,14 +99,21 @@ def register_model(body: RegisterRequest, state: StateDep) -> ModelDetail:
     raw = body.path or body.source
     if not raw:
         raise ApiError(400, "path: give the model file or directory to register", param="path")
-    info = state.registry.register(
-        Path(raw).expanduser(),
-        name=body.name,
-        version=body.version,
-        task=body.task,
-        device=body.device,
-        config=body.config or None,
-    )
+    # `~` expanded as a shell does: `~nobody` (no such user) stays as written instead of failing
+    path = Path.cwd() / os.path.expanduser(raw)
+    try:
+        info = state.registry.register(
+            path,
+            name=body.name,
+            version=body.version,
+            task=body.task,
+            device=body.device,
+            config=body.config or None,
+        )
+    except OSError as exc:  # only under an allowed root: elsewhere the path is refused before it is looked up
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+        raise ApiError(400, "path: a name in it is too long for the file system", param="path") from None
     state.hub.invalidate()
     return detail(info)
 
@@ -125,7 +139,7 @@ async def delete_model(ref: str, state: StateDep) -> Response:
 
 
 @router.post("/models/{name}/aliases", operation_id="set_alias")
-def set_alias(name: str, body: AliasRequest, registry: RegistryDep, hub: HubDep) -> ModelDetail:
+def set_alias(name: Name, body: AliasRequest, registry: RegistryDep, hub: HubDep) -> ModelDetail:
     """Create or move an alias (`champion`, `staging`, ...) to a version."""
     info = registry.set_alias(name, body.alias, body.version)
     hub.invalidate()
@@ -133,14 +147,14 @@ def set_alias(name: str, body: AliasRequest, registry: RegistryDep, hub: HubDep)
 
 
 @router.delete("/models/{name}/aliases/{alias}", status_code=204, operation_id="remove_alias")
-def remove_alias(name: str, alias: str, registry: RegistryDep, hub: HubDep) -> Response:
+def remove_alias(name: Name, alias: Alias, registry: RegistryDep, hub: HubDep) -> Response:
     registry.remove_alias(name, alias)
     hub.invalidate()
     return Response(status_code=204)
 
 
 @router.post("/models/{name}/rollback", operation_id="rollback")
-async def rollback(name: str, body: AliasRequest, state: StateDep) -> Rollback:
+async def rollback(name: Name, body: AliasRequest, state: StateDep) -> Rollback:
     """Move an alias to an (older) version and deploy that version, in one call."""
     registry, hub = state.registry, state.hub
     before = await asyncio.to_thread(registry.alias_target, name, body.alias)
@@ -165,8 +179,11 @@ async def deploy_model(name: str, body: DeployRequest, state: StateDep) -> Deplo
     return Deployed(deployed=info.key, backend=backend.name, model=detail(fresh))
 
 
-@router.delete("/models/{ref}/deploy", status_code=204, operation_id="undeploy_model")
-async def undeploy_model(ref: str, state: StateDep) -> Response:
-    info = await state.hub.resolve(ref)
+# `{name}` as in POST's path: OpenAPI refuses two templated paths that differ only in a parameter's name
+@router.delete("/models/{name}/deploy", status_code=204, operation_id="undeploy_model")
+async def undeploy_model(
+    name: Annotated[str, InPath(description="a name (its newest version) or name:version")], state: StateDep
+) -> Response:
+    info = await state.hub.resolve(name)
     await state.hub.undeploy(info)
     return Response(status_code=204)

@@ -19,11 +19,24 @@ from api.schemas.replies import ChatCompletion, Completion, EmbeddingList, OpenA
 from api.schemas.requests import ChatRequest, CompletionRequest, EmbeddingRequest
 
 router = APIRouter(prefix="/v1", tags=["openai"], responses=RESPONSES)
+# One Server-Sent Event, as OpenAPI 3.2's `itemSchema` would say it; before 3.2, a stream's `schema`
+# is read as describing each event (schemathesis reads it so). `data` is JSON, except the last one.
+SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "event": {"type": "string", "const": "message"},
+        "data": {
+            "type": "string",
+            "description": "a chunk (or an OpenAI error mid-stream) as JSON; `[DONE]` ends the stream",
+        },
+    },
+}
 # the JSON reply is the response model; `stream: true` answers these events instead
 SSE: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The reply; with `stream: true`, Server-Sent Events of chunks, then `data: [DONE]`",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {"text/event-stream": {"schema": SSE_EVENT}},
     }
 }
 

@@ -205,10 +205,24 @@ class InferMetadata(BaseModel):
     device: str
 
 
+class ServerTimings(BaseModel):
+    """llama-server's own account of one generation (absent for backends that give none)."""
+
+    prompt_tokens: int = Field(description="prompt tokens evaluated (not served from the prompt cache)")
+    cached_tokens: int = Field(description="prompt tokens reused from the slot's cache")
+    prompt_ms: float
+    predicted_tokens: int
+    predicted_ms: float
+    predicted_per_second: float = Field(description="decode speed, without HTTP or queueing")
+
+
 class InferTiming(BaseModel):
     queue_time_ms: float
     inference_time_ms: float
     total_time_ms: float
+    server: ServerTimings | None = Field(
+        None, description="the serving engine's timings, where it reports them"
+    )
 
 
 class InferReply(BaseModel):

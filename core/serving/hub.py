@@ -155,6 +155,18 @@ class Hub:
             keys += [d.key for d in deployments if d.state == "loaded" and d.key in ours]
         return keys
 
+    async def server_metrics(self) -> dict[str, dict[str, float]]:
+        """Per-model series of the backends that run their own servers (llama.cpp), by version key."""
+        found: dict[str, dict[str, float]] = {}
+        for backend in self.backends.values():
+            scrape = getattr(backend, "server_metrics", None)
+            if scrape is not None:
+                try:
+                    found |= await scrape()
+                except BackendError:  # a backend that is down has no series to show
+                    continue
+        return found
+
     async def close(self) -> None:
         for backend in self.backends.values():
             await backend.close()

@@ -1,4 +1,8 @@
-"""One `python -m llama_cpp.server` child process: started on a free port, health-checked, stopped.
+"""One `llama-server` child process: started on a port of its own choosing, health-checked, stopped.
+
+The server binds port 0 (the kernel picks a free one, so no other process can take it between a
+probe and the bind) and logs `listening on http://127.0.0.1:PORT` once its model is loaded; we read
+the port from its log and confirm with `GET /health`.
 
 Children die with us: Linux's PR_SET_PDEATHSIG kills them if this process dies without cleaning up,
 and `stop()` ends them with SIGTERM, then SIGKILL. Their stdout and stderr go to a log file whose
@@ -13,8 +17,8 @@ import ctypes
 import functools
 import os
 import re
+import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,36 +32,28 @@ from core.serving.base import BackendError, BackendUnavailable
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 HOST = "127.0.0.1"
 LOG_TAIL_BYTES = 64 * 1024
-_BIND_RACE = "address already in use"
+_LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
 _ERROR_LINE = re.compile(r"error|exception|failed|refus|invalid|unknown|not found", re.IGNORECASE)
+_LLAMA_ERROR = re.compile(r"error loading model(?: architecture)?:\s*(.+)")
 
 
-class PortTaken(BackendError):
-    """Another process bound the port between our probe and the server's bind: pick another."""
+def llama_server_binary(configured: str | None = None) -> Path | None:
+    """The `llama-server` to run: the configured path, else the one installed beside this Python
+    (`make install` puts the portable build into the virtualenv), else one on PATH."""
+    if configured:
+        path = Path(configured).expanduser()
+        return path if path.is_file() and os.access(path, os.X_OK) else None
+    beside = Path(sys.executable).parent / "llama-server"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return beside
+    found = shutil.which("llama-server")
+    return Path(found) if found else None
 
 
-def free_port() -> int:
-    """A port nothing listens on right now (the caller retries if someone takes it first)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-@functools.cache
-def _settings_variables() -> frozenset[str]:
-    """Environment variables llama_cpp.server reads as settings (pydantic-settings, any case)."""
-    from llama_cpp.server.settings import Settings
-
-    return frozenset(name.upper() for name in Settings.model_fields) | {"CONFIG_FILE"}
-
-
-def child_env(port: int) -> dict[str, str]:
-    """Our environment minus anything llama_cpp.server would read as a setting (API_KEY, CONFIG_FILE,
-    CHAT_FORMAT...), so only the command line configures it; HOST and PORT override its CLI flags."""
-    blocked = _settings_variables()
-    env = {k: v for k, v in os.environ.items() if k.upper() not in blocked}
-    env |= {"HOST": HOST, "PORT": str(port), "PYTHONUNBUFFERED": "1"}
-    return env
+def child_env() -> dict[str, str]:
+    """Our environment minus what llama-server would read as settings (LLAMA_ARG_*, LLAMA_API_KEY,
+    its log options): only the command line configures it."""
+    return {k: v for k, v in os.environ.items() if not k.upper().startswith("LLAMA_")}
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -68,49 +64,57 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+def die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (a runner's flow-run process)."""
+    parent = os.getppid()
+    if parent == 1:
+        return  # already adopted by init: there is no parent to follow
+    _die_with_parent(parent)
+
+
 def meaningful_line(log: str) -> str:
     """The line of a server log that best says why it failed (llama.cpp's own reason first)."""
     lines = [line.strip() for line in log.splitlines() if line.strip()]
-    lines = [line for line in lines if not line.startswith(("File ", "Traceback", "^", "~"))]
     for line in lines:
-        if "error loading model:" in line:  # llama.cpp's reason; Python's ValueError only says "failed"
-            return scrub_paths(line.split("error loading model:", 1)[1].strip())
+        found = _LLAMA_ERROR.search(line)
+        if found:  # the loader's reason; the lines after it only say that loading failed
+            return scrub_paths(found.group(1).strip())[:500]
     errors = [line for line in lines if _ERROR_LINE.search(line)]
     chosen = errors[-1] if errors else (lines[-1] if lines else "no output")
     return scrub_paths(chosen)[:500]
 
 
 class ServerProcess:
-    """A running llama_cpp.server child; `spawn`, then `wait_ready`, finally `stop`."""
+    """A running llama-server child; `spawn`, then `wait_ready`, finally `stop`."""
 
-    def __init__(self, popen: subprocess.Popen[bytes], port: int, log_path: Path, log_offset: int) -> None:
-        self.popen, self.port, self.log_path, self._log_offset = popen, port, log_path, log_offset
-        self.base_url = f"http://{HOST}:{port}"
+    def __init__(self, popen: subprocess.Popen[bytes], log_path: Path, log_offset: int) -> None:
+        self.popen, self.log_path, self._log_offset = popen, log_path, log_offset
+        self.port = 0  # known once the server listens
+        self.base_url = ""
 
     @classmethod
-    def spawn(cls, args: list[str], log_path: Path) -> ServerProcess:
-        """Start `python -m llama_cpp.server ARGS --host --port` on a free port, logging to `log_path`.
+    def spawn(cls, binary: Path, args: list[str], log_path: Path) -> ServerProcess:
+        """Start `llama-server ARGS --host 127.0.0.1 --port 0`, logging to `log_path`.
 
         Call it from the event loop's thread: PR_SET_PDEATHSIG fires when the *thread* that forked the
         child exits, so a short-lived worker thread would take the server down with it.
         """
-        port = free_port()
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", "llama_cpp.server", *args, "--host", HOST, "--port", str(port)]
+        argv = [str(binary), *args, "--host", HOST, "--port", "0"]
         with log_path.open("ab") as log:
             offset = log.seek(0, os.SEEK_END)
-            log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting on port {port}\n".encode())
+            log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting\n".encode())
             log.flush()
             popen = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=child_env(port),
+                env=child_env(),
                 preexec_fn=functools.partial(_die_with_parent, os.getpid()),
                 start_new_session=True,  # Ctrl-C in our terminal is ours to handle, not the servers'
             )
-        return cls(popen, port, log_path, offset)
+        return cls(popen, log_path, offset)
 
     @property
     def pid(self) -> int:
@@ -131,28 +135,31 @@ class ServerProcess:
             return ""
 
     async def wait_ready(self, client: httpx.AsyncClient, alias: str, timeout_s: float) -> None:
-        """Poll GET /v1/models until it lists `alias`.
+        """Wait until the server says where it listens and `GET /health` answers 200 (model loaded).
 
         Raises:
-            PortTaken: the server lost the race for its port (start another).
             BackendError: the server exited (its log's reason in the message).
-            BackendUnavailable: it did not answer within `timeout_s` (it is stopped).
+            BackendUnavailable: it was not ready within `timeout_s` (it is stopped).
         """
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if not self.alive:
-                tail = self.log_tail()
-                if _BIND_RACE in tail:
-                    raise PortTaken(f"port {self.port} was taken")
-                raise BackendError(f"{alias}: the llama.cpp server exited: {meaningful_line(tail)}")
-            with contextlib.suppress(httpx.TransportError):
-                resp = await client.get(f"{self.base_url}/v1/models", timeout=1.0)
-                if resp.status_code == 200 and alias in {m.get("id") for m in resp.json().get("data", [])}:
-                    return
-            await asyncio.sleep(0.1)
+                reason = meaningful_line(self.log_tail())
+                raise BackendError(f"{alias}: the llama.cpp server exited: {reason}")
+            if not self.port:
+                found = _LISTENING.findall(self.log_tail())
+                if found:
+                    self.port = int(found[-1])
+                    self.base_url = f"http://{HOST}:{self.port}"
+            if self.port:
+                with contextlib.suppress(httpx.TransportError):
+                    resp = await client.get(f"{self.base_url}/health", timeout=1.0)
+                    if resp.status_code == 200:
+                        return
+            await asyncio.sleep(0.05)
         await self.stop()
         raise BackendUnavailable(
-            f"{alias}: the llama.cpp server did not answer within {timeout_s:g}s "
+            f"{alias}: the llama.cpp server was not ready within {timeout_s:g}s "
             f"(raise serve.start_timeout_s for large models): {meaningful_line(self.log_tail())}",
             retry_after=max(1, int(timeout_s)),
         )

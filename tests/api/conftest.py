@@ -8,22 +8,13 @@ from pathlib import Path
 import openai
 import pytest
 
-from core.registry import Registry
-from tests.helpers.api_server import api_settings, running_api
+from tests.helpers.api_server import api_settings, running_api, tiny_workspace
 
 
 @pytest.fixture(scope="session")
 def api_root(tmp_path_factory: pytest.TempPathFactory, tiny_gguf: Path) -> Path:
     """A workspace whose registry holds the tiny GGUF as tiny 1.0.0 and 1.1.0 (champion → 1.1.0)."""
-    root = tmp_path_factory.mktemp("api")
-    model = root / "tiny.gguf"
-    model.write_bytes(tiny_gguf.read_bytes())
-    registry = Registry.from_settings(api_settings(root))
-    registry.register(model, name="tiny")
-    registry.register(model, name="tiny")
-    registry.set_alias("tiny", "champion", "1.1.0")
-    registry.close()
-    return root
+    return tiny_workspace(tmp_path_factory.mktemp("api"), tiny_gguf)
 
 
 @pytest.fixture(scope="session")

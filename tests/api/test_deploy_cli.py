@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import openai
+import psutil
 import pytest
 
 from tests.helpers.api_server import free_port
@@ -73,13 +74,15 @@ def test_deploy_of_the_embedded_default_serves_smollm2_without_training(tmp_path
         )
         assert again.returncode == 0, again.stderr
         assert "running server" in again.stdout
+        servers = [p for p in psutil.Process(proc.pid).children() if p.name() == "llama-server"]
+        assert len(servers) == 1  # the one llama.cpp server of the deployed model
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
-    children = subprocess.run(
-        ["pgrep", "-f", f"llama_cpp.server.*{tmp_path.name}"], capture_output=True, text=True
-    )
-    assert children.stdout.strip() == ""  # no llama.cpp server outlives the API
+    psutil.wait_procs(servers, timeout=10)
+    assert not [
+        p for p in servers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    ]  # none outlives it
 
 
 def test_deploy_of_an_unknown_model_is_one_clear_line(tmp_path: Path) -> None:

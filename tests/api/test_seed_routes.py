@@ -38,6 +38,10 @@ def test_infer_on_a_generation_model_reports_timing(api_url: str) -> None:
     t = body["timing"]
     assert t["inference_time_ms"] > 0 and t["queue_time_ms"] >= 0
     assert abs(t["total_time_ms"] - t["queue_time_ms"] - t["inference_time_ms"]) < 0.01
+    server = t["server"]  # llama-server's own account: 2 tokens decoded, well inside the request's time
+    assert server["predicted_tokens"] == 2 and server["predicted_per_second"] > 0
+    assert server["prompt_tokens"] + server["cached_tokens"] > 5
+    assert 0 < server["prompt_ms"] + server["predicted_ms"] < t["inference_time_ms"]
 
 
 def test_infer_on_the_embedding_model_returns_a_vector(api_url: str) -> None:

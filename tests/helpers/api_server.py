@@ -25,10 +25,13 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_api(
-    settings: Settings, backends: dict[str, Backend] | None = None, preload: list[str] | None = None
+    settings: Settings,
+    backends: dict[str, Backend] | None = None,
+    preload: list[str] | None = None,
+    port: int | None = None,
 ) -> Iterator[str]:
-    """Serve `create_app(settings)` on a free loopback port; yields the base URL."""
-    port = free_port()
+    """Serve `create_app(settings)` on `port` (default: a free loopback port); yields the base URL."""
+    port = port or free_port()
     app = create_app(settings, backends=backends, preload=preload)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -43,6 +46,20 @@ def running_api(
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def tiny_workspace(root: Path, tiny_gguf: Path) -> Path:
+    """`root` with a registry holding the tiny GGUF as tiny 1.0.0 and 1.1.0 (champion → 1.1.0)."""
+    from core.registry import Registry
+
+    model = root / "tiny.gguf"
+    model.write_bytes(tiny_gguf.read_bytes())
+    registry = Registry.from_settings(api_settings(root))
+    registry.register(model, name="tiny")
+    registry.register(model, name="tiny")
+    registry.set_alias("tiny", "champion", "1.1.0")
+    registry.close()
+    return root
 
 
 def api_settings(root: Path, **overrides: object) -> Settings:

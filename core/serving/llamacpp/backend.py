@@ -1,17 +1,16 @@
-"""The embedded backend: one `python -m llama_cpp.server` process per deployed GGUF.
+"""The embedded backend: one llama.cpp `llama-server` process per deployed GGUF.
+
+Each server decodes up to `serve.parallel` requests together (continuous batching over that many
+slots, each with `serve.n_ctx` of context); requests beyond the busy slots wait in llama.cpp's queue,
+and beyond `serve.max_queue` waiting ones a request is refused at once with 503 and Retry-After,
+rather than left to time out. Chats are rendered with the GGUF's own `tokenizer.chat_template`
+(`--jinja`). Usage (in replies, and in streams asked for it with `stream_options.include_usage`) and
+`timings` are the server's own.
 
 At most `max_loaded_models` servers run; deploying one more stops the least recently used. A server
-that died is started again by the next request to it. Each server renders chats with the GGUF's own
-`tokenizer.chat_template` (passed as `--chat_format chat_template.default`, so llama-cpp-python
-never swaps it for a built-in format it guesses from the template's text).
-
-A non-stream request that runs past request_timeout_s gets its server killed (and started again in
-the background): llama_cpp.server never notices that a non-stream client left, and it serves one
-request at a time, so the abandoned generation would hold up every request behind it. A stream
-stops upstream as soon as it is closed. Stream usage (llama_cpp.server sends none): prompt tokens
-are counted in this process, while the stream starts, by `core.serving.llamacpp.tokens` (the
-server's own formatter and tokenizer on a vocab-only load of the GGUF); completion tokens are
-tallied from the stream (`core.serving.llamacpp.replies`).
+that died is started again by the next request to it. A request that times out, or whose client
+went away, closes its connection, and llama-server stops that generation and frees its slot.
+Each server process has its own pooled keep-alive HTTP client, reused by every request to it.
 """
 
 from __future__ import annotations
@@ -20,18 +19,19 @@ import asyncio
 import builtins
 import collections
 import contextlib
-import functools
-import importlib.util
 import logging
+import math
 import re
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import orjson
 
-from core.config import ServeConfig
+from core.config import CpuConfig, ServeConfig
+from core.cpu import llama_threads
 from core.errors import InputError
 from core.gguf import inspect_gguf
 from core.hashing import file_sha256
@@ -44,48 +44,45 @@ from core.serving.base import (
     ServedModel,
     UpstreamRejected,
 )
-from core.serving.llamacpp.replies import StreamTally, raise_for_status, sse_chunks, usage_chunk
-from core.serving.llamacpp.tokens import TokenCounter
-from core.serving.process import PortTaken, ServerProcess, meaningful_line
+from core.serving.llamacpp.replies import parse_metrics, raise_for_status, sse_chunks
+from core.serving.process import ServerProcess, llama_server_binary, meaningful_line
+from core.settings import get_settings
 
 log = logging.getLogger(__name__)
 _HEADERS = {"content-type": "application/json"}
-_FRESH = _HEADERS | {"connection": "close"}
-_N_CTX_LINE = re.compile(r"llama_context: n_ctx\s*=\s*(\d+)")
-_PORT_TRIES = 3
-_SERVER_MODULES = ("llama_cpp", "uvicorn", "sse_starlette", "starlette_context")  # the [server] extra
+_COMPLETION_MAX_TOKENS = 16  # OpenAI's default for /v1/completions; llama-server's is "until the end"
+# llama-server's series forgeflow's /metrics carries, per model (see api.telemetry)
+SERVER_SERIES = ("requests_processing", "requests_deferred", "tokens_predicted_total", "prompt_tokens_total")
 
 
 @dataclass(slots=True)
 class _Served:
     model: ServedModel
     process: ServerProcess
-    has_template: bool  # the GGUF carries tokenizer.chat_template
-    n_ctx: int  # what llama.cpp allocated (it rounds the requested size up)
-    counter: TokenCounter  # stream usage, counted the way the server counts
+    client: httpx.AsyncClient  # keep-alive connections to this process, reused by every request
+    active: int = 0  # requests in flight: decoding in a slot or waiting in llama.cpp's queue
+    mean_s: float = 1.0  # running mean of a request's duration: the Retry-After of a refusal
 
 
 class LlamaCppBackend:
-    """Serves text-generation GGUFs through llama-cpp-python's OpenAI-compatible server."""
+    """Serves text-generation GGUFs through llama.cpp's own server, with continuous batching."""
 
     name = "llamacpp"
 
-    def __init__(self, config: ServeConfig, log_dir: Path) -> None:
+    def __init__(self, config: ServeConfig, log_dir: Path, cpu: CpuConfig | None = None) -> None:
         self._config = config
+        # llama.cpp threads per model: serve.n_threads, else cpu.serve_threads when training shares
+        # the cores (core.cpu), else every core; `cpu` defaults to this process's settings
+        self._threads = llama_threads(config, cpu if cpu is not None else get_settings().cpu)
         self._log_dir = log_dir
-        # one client for every server; no pool limit, so concurrent requests never queue here
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(None, connect=5.0),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
-            trust_env=False,  # a proxy from the environment must never sit between us and 127.0.0.1
-        )
+        # health checks and metrics scrapes; requests use each process's own client
+        self._control = httpx.AsyncClient(timeout=httpx.Timeout(2.0), trust_env=False)
         self._running: collections.OrderedDict[str, _Served] = collections.OrderedDict()  # LRU first
         self._starting: set[str] = set()
         self._failed: dict[str, str] = {}
         self._locks: collections.defaultdict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._capacity = asyncio.Lock()
         self._verified: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> sha256
-        self._revivals: set[asyncio.Task[None]] = set()
         self._closed = False
 
     async def deploy(self, model: ServedModel) -> Deployment:
@@ -105,8 +102,8 @@ class LlamaCppBackend:
             if served is not None:  # the same key now names another file: replace the server
                 await self._stop(model.key)
             try:
-                has_template = await asyncio.to_thread(self._check_file, model)
-                served = await self._start(model, has_template)
+                await asyncio.to_thread(self._check_file, model)
+                served = await self._start(model)
             except BackendError as exc:
                 self._failed[model.key] = str(exc)
                 raise
@@ -126,38 +123,58 @@ class LlamaCppBackend:
         return deployments
 
     async def health(self) -> bool:
-        """True while this backend can start servers (llama-cpp-python's server is installed)."""
-        return not self._closed and _server_installed()
+        """True while this backend can start servers (a llama-server binary is installed)."""
+        return not self._closed and llama_server_binary(self._config.llama_server) is not None
 
     async def chat(self, key: str, body: Json) -> Json:
         return await self._complete(key, "/v1/chat/completions", body)
 
     async def completion(self, key: str, body: Json) -> Json:
-        return await self._complete(key, "/v1/completions", body)
+        return await self._complete(key, "/v1/completions", _with_default_max_tokens(body))
 
     def chat_stream(self, key: str, body: Json) -> AsyncIterator[Json]:
-        return self._stream(key, "/v1/chat/completions", body, "chat.completion.chunk", None)
+        return self._stream(key, "/v1/chat/completions", body)
 
     def completion_stream(self, key: str, body: Json) -> AsyncIterator[Json]:
-        return self._stream(key, "/v1/completions", body, "text_completion", 16)
+        return self._stream(key, "/v1/completions", _with_default_max_tokens(body))
 
     async def embeddings(self, key: str, inputs: builtins.list[str]) -> Json:
         self._served(key)
         raise UpstreamRejected(f"{key} is a text-generation model: use a text-embedding model for embeddings")
 
+    async def server_metrics(self) -> dict[str, dict[str, float]]:
+        """Each running model's llama-server series (busy slots, deferred requests, tokens), by key.
+
+        A server that does not answer within the scrape's time is left out of this scrape.
+        """
+
+        async def scrape(served: _Served) -> dict[str, float] | None:
+            if not served.process.alive:
+                return None
+            try:
+                resp = await self._control.get(f"{served.process.base_url}/metrics")
+            except httpx.TransportError:
+                return None
+            if resp.status_code != 200:
+                return None
+            series = parse_metrics(resp.text)
+            ours = {name: series[name] for name in SERVER_SERIES if name in series}
+            return ours | {"slots": float(self._config.parallel), "in_flight": float(served.active)}
+
+        running = builtins.list(self._running.items())
+        found = await asyncio.gather(*(scrape(served) for _, served in running))
+        return {key: series for (key, _), series in zip(running, found, strict=True) if series is not None}
+
     async def close(self) -> None:
-        """Stop every server and the HTTP client; the backend refuses work afterwards."""
+        """Stop every server and the HTTP clients; the backend refuses work afterwards."""
         self._closed = True
-        for task in self._revivals:
-            task.cancel()
-        await asyncio.gather(*self._revivals, return_exceptions=True)
         await asyncio.gather(*(self._stop(key) for key in builtins.list(self._running)))
-        await self._client.aclose()
+        await self._control.aclose()
 
     # --- deployment ---
 
-    def _check_file(self, model: ServedModel) -> bool:
-        """The GGUF exists, is the registered file, its header is sound; True if it has a chat template."""
+    def _check_file(self, model: ServedModel) -> None:
+        """The GGUF exists, is the registered file, and its header is sound."""
         path = model.path
         if not path.is_file():
             raise BackendError(f"{model.key}: {path.name} not found: export the model again")
@@ -176,11 +193,9 @@ class LlamaCppBackend:
         except InputError as exc:
             raise BackendError(f"{model.key}: {exc}") from None
         if "tokenizer.chat_template" not in metadata:
-            log.warning("%s has no chat template: llama.cpp falls back to its llama-2 format", model.key)
-            return False
-        return True
+            log.warning("%s has no chat template: llama.cpp falls back to its default format", model.key)
 
-    async def _start(self, model: ServedModel, has_template: bool) -> _Served:
+    async def _start(self, model: ServedModel) -> _Served:
         async with self._capacity:
             while len(self._running) + len(self._starting) >= self._config.max_loaded_models:
                 if not self._running:
@@ -190,64 +205,78 @@ class LlamaCppBackend:
                 await self._stop(victim)
             self._starting.add(model.key)
         try:
-            served = await self._spawn(model, has_template, None)
+            served = await self._spawn(model)
         finally:
             self._starting.discard(model.key)
         self._running[model.key] = served
         return served
 
-    async def _spawn(self, model: ServedModel, has_template: bool, counter: TokenCounter | None) -> _Served:
-        n_ctx = min(self._config.n_ctx, model.n_ctx)
-        threads = str(self._config.n_threads or -1)  # -1: llama_cpp.server uses every core
-        args = ["--model", str(model.path), "--model_alias", model.key, "--n_ctx", str(n_ctx)]
-        args += ["--n_threads", threads, "--n_threads_batch", threads]
-        # the default (true) ends a running stream as soon as another request arrives
-        args += ["--interrupt_requests", "false"]
-        if has_template:
-            args += ["--chat_format", "chat_template.default"]
+    def _args(self, model: ServedModel) -> builtins.list[str]:
+        config = self._config
+        n_ctx = min(config.n_ctx, model.n_ctx)
+        threads = str(self._threads)
+        return [
+            *("--model", str(model.path), "--alias", model.key),
+            # one context per slot (not a pool shared by all): every request gets n_ctx, whatever runs
+            *("--parallel", str(config.parallel), "--ctx-size", str(n_ctx * config.parallel)),
+            "--no-kv-unified",
+            *("--threads", threads, "--threads-batch", threads),
+            "--jinja",  # the GGUF's own chat template, rendered by llama.cpp's Jinja engine
+            "--metrics",
+            "--no-webui",
+        ]
+
+    async def _spawn(self, model: ServedModel) -> _Served:
+        binary = llama_server_binary(self._config.llama_server)
+        if binary is None:
+            raise BackendUnavailable(
+                f"{model.key}: llama-server is not installed: run `make install` "
+                "(or set serve.llama_server to its path)",
+                retry_after=60,
+            )
         log_path = self._log_dir / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', model.key)}.log"
-        for _ in range(_PORT_TRIES):
-            process = ServerProcess.spawn(args, log_path)
-            try:
-                await process.wait_ready(self._client, model.key, self._config.start_timeout_s)
-            except PortTaken:
-                process.kill()
-                continue
-            except BaseException:
-                process.kill()
-                raise
-            if counter is None:  # after the server loaded the file: its failures carry llama.cpp's reason
-                try:
-                    counter = await asyncio.to_thread(TokenCounter, model.path)
-                except BaseException:
-                    process.kill()
-                    raise
-            found = _N_CTX_LINE.findall(process.log_tail())
-            log.info("%s: llama.cpp server pid %d on port %d", model.key, process.pid, process.port)
-            return _Served(model, process, has_template, int(found[-1]) if found else n_ctx, counter)
-        raise BackendUnavailable(f"{model.key}: no free port found in {_PORT_TRIES} tries", retry_after=1)
+        process = ServerProcess.spawn(binary, self._args(model), log_path)
+        try:
+            await process.wait_ready(self._control, model.key, self._config.start_timeout_s)
+        except BaseException:
+            process.kill()
+            raise
+        log.info("%s: llama-server pid %d on port %d", model.key, process.pid, process.port)
+        return _Served(model, process, self._client_for(process))
+
+    def _client_for(self, process: ServerProcess) -> httpx.AsyncClient:
+        waiting = self._config.parallel + self._config.max_queue
+        return httpx.AsyncClient(
+            base_url=process.base_url,
+            timeout=httpx.Timeout(None, connect=5.0),
+            # a connection per request in flight, kept open for the next one; llama-server closes an
+            # idle connection after 5 s, so we let go of it first
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=waiting, keepalive_expiry=4),
+            trust_env=False,  # a proxy from the environment must never sit between us and 127.0.0.1
+        )
 
     async def _restart(self, served: _Served) -> None:
         key = served.model.key
         log.warning(
-            "%s: llama.cpp server exited (code %s): restarting; last log line: %s",
+            "%s: llama-server exited (code %s): restarting; last log line: %s",
             key,
             served.process.popen.returncode,
             meaningful_line(served.process.log_tail()),
         )
+        await served.client.aclose()
         try:
-            fresh = await self._spawn(served.model, served.has_template, served.counter)
+            fresh = await self._spawn(served.model)
         except BackendError as exc:
             self._running.pop(key, None)
             self._failed[key] = str(exc)
             raise
-        served.process, served.n_ctx = fresh.process, fresh.n_ctx
+        served.process, served.client = fresh.process, fresh.client
 
     async def _stop(self, key: str) -> None:
         served = self._running.pop(key, None)
         if served is not None:
             await served.process.stop()
-            served.counter.close()
+            await served.client.aclose()
 
     def _deployment(self, served: _Served) -> Deployment:
         process = served.process
@@ -283,18 +312,44 @@ class LlamaCppBackend:
                     await self._restart(served)
         return served
 
-    async def _post(self, served: _Served, route: str, payload: Json) -> Json:
-        url, content = served.process.base_url + route, orjson.dumps(payload)
+    @contextlib.contextmanager
+    def _admitted(self, served: _Served) -> Iterator[None]:
+        """Hold one of the model's places (a slot or the queue behind them) for one request.
+
+        Raises:
+            BackendUnavailable: every slot is busy and the queue is full: 503, retry after about
+                one request's duration.
+        """
+        config = self._config
+        if served.active >= config.parallel + config.max_queue:
+            raise BackendUnavailable(
+                f"{served.model.key}: all {config.parallel} slots are busy and {config.max_queue} "
+                "requests are waiting: retry shortly",
+                retry_after=max(1, math.ceil(served.mean_s)),
+            )
+        served.active += 1
+        started = time.monotonic()
         try:
-            resp = await self._client.post(url, content=content, headers=_HEADERS)
-        except (httpx.ReadError, httpx.RemoteProtocolError):
-            # a pooled connection the server dropped (after a stream it cut short): once more, fresh
+            yield
+        finally:
+            served.active -= 1
+            served.mean_s += (time.monotonic() - started - served.mean_s) * 0.2
+
+    async def _send(self, served: _Served, route: str, content: bytes, *, stream: bool) -> httpx.Response:
+        """POST to the model's server, once more if a kept-alive connection had been closed as we
+        reused it (llama-server ends every connection that carried a stream): the request never
+        reached the server."""
+        request = served.client.build_request("POST", route, content=content, headers=_HEADERS)
+        try:
             try:
-                resp = await self._client.post(url, content=content, headers=_FRESH)
-            except httpx.TransportError as exc:
-                raise _unreachable(served, exc) from exc
+                return await served.client.send(request, stream=stream)
+            except httpx.RemoteProtocolError:
+                return await served.client.send(request, stream=stream)
         except httpx.TransportError as exc:
             raise _unreachable(served, exc) from exc
+
+    async def _post(self, served: _Served, route: str, payload: Json) -> Json:
+        resp = await self._send(served, route, orjson.dumps(payload), stream=False)
         raise_for_status(served.model.key, resp)
         result: Json = orjson.loads(resp.content)
         return result
@@ -303,107 +358,37 @@ class LlamaCppBackend:
         served = await self._live(key)
         payload = {**body, "model": key, "stream": False}
         payload.pop("stream_options", None)
-        timeout = self._config.request_timeout_s
-        try:
-            async with asyncio.timeout(timeout):
+        with self._admitted(served):
+            # past the timeout the request is cancelled: its connection closes, llama.cpp stops
+            async with asyncio.timeout(self._config.request_timeout_s):
                 return await self._post(served, route, payload)
-        except TimeoutError:
-            log.warning(
-                "%s: a request ran past %gs: restarting its server to end the generation", key, timeout
-            )
-            served.process.kill()
-            self._revive(key)
-            raise
 
-    def _revive(self, key: str) -> None:
-        """Start the key's server again in the background, so the next request finds it ready."""
-
-        async def revive() -> None:
-            with contextlib.suppress(BackendError):
-                await self._live(key)
-
-        task = asyncio.get_running_loop().create_task(revive())
-        self._revivals.add(task)
-        task.add_done_callback(self._revivals.discard)
-
-    async def _stream(
-        self, key: str, route: str, body: Json, kind: str, default_max_tokens: int | None
-    ) -> AsyncIterator[Json]:
+    async def _stream(self, key: str, route: str, body: Json) -> AsyncIterator[Json]:
         served = await self._live(key)
-        timeout = self._config.request_timeout_s
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        payload = {**body, "model": key}
-        payload.pop("stream_options", None)  # llama_cpp.server ignores it; usage is ours to compute
-        # counted in a worker thread once the first chunk is out, while llama.cpp generates the rest:
-        # nothing is added to the time to first token
-        counting: asyncio.Future[int] | None = None
-
-        def count() -> asyncio.Future[int]:
-            nonlocal counting
-            if counting is None:
-                counting = asyncio.ensure_future(asyncio.to_thread(_prompt_tokens, served.counter, body))
-            return counting
-
-        tally = StreamTally()
-        url = served.process.base_url + route
-        request = self._client.build_request(
-            "POST", url, content=orjson.dumps({**payload, "stream": True}), headers=_HEADERS
-        )
-        try:  # closing this generator early closes the response: llama.cpp stops at its next token
-            try:
-                resp = await self._client.send(request, stream=True)
-            except httpx.TransportError as exc:
-                raise _unreachable(served, exc) from exc
+        payload = orjson.dumps({**body, "model": key, "stream": True})
+        with self._admitted(served):
+            # closing this generator early closes the response: llama.cpp stops at its next token
+            resp = await self._send(served, route, payload, stream=True)
             try:
                 if resp.status_code >= 400:
                     await resp.aread()
                     raise_for_status(key, resp)
-                async for chunk in sse_chunks(key, resp, timeout):
-                    tally.add(chunk)
+                async for chunk in sse_chunks(key, resp, self._config.request_timeout_s):
+                    usage = chunk.pop("usage", None) if chunk.get("choices") else None
                     yield chunk
-                    count()
+                    if usage is not None and include_usage:
+                        # /v1/completions puts usage on its last text chunk; the contract (and
+                        # OpenAI) want it in a chunk of its own, with empty choices
+                        yield {**chunk, "choices": [], "usage": usage}
             except httpx.TransportError as exc:
                 raise _unreachable(served, exc) from exc
-            except BackendError:
-                if not tally.last:  # nothing came: a prompt too long for the context ends it that way
-                    await _refuse_if_too_long(key, count(), served.n_ctx)
-                raise
             finally:
                 await resp.aclose()
-            prompt_tokens = await count()
-        finally:
-            if counting is not None:
-                counting.cancel()
-        if include_usage:
-            max_tokens = body.get("max_tokens", default_max_tokens)
-            completion_tokens = tally.length_limited(prompt_tokens, max_tokens, served.n_ctx)
-            if completion_tokens is None:
-                completion_tokens = tally.ascii_tokens + sum(map(served.counter.text, tally.other_texts))
-            yield usage_chunk(tally.last, kind, key, prompt_tokens, completion_tokens)
 
 
-async def _refuse_if_too_long(key: str, counting: asyncio.Future[int], n_ctx: int) -> None:
-    prompt_tokens = await counting
-    if prompt_tokens >= n_ctx:
-        raise UpstreamRejected(
-            f"{key}: this model's maximum context length is {n_ctx} tokens; the prompt has {prompt_tokens}: "
-            "shorten it"
-        )
-
-
-def _prompt_tokens(counter: TokenCounter, body: Json) -> int:
-    if "messages" in body:
-        counted = counter.chat_prompt(body["messages"])
-        if counted is not None:
-            return counted
-        # no chat template: llama.cpp's llama-2 fallback format; count its rendering's text
-        return counter.completion_prompt("".join(str(m.get("content", "")) for m in body["messages"]))
-    return counter.completion_prompt(str(body.get("prompt", "")))
-
-
-@functools.cache
-def _server_installed() -> bool:
-    return all(importlib.util.find_spec(name) is not None for name in _SERVER_MODULES)
+def _with_default_max_tokens(body: Json) -> Json:
+    return body if body.get("max_tokens") is not None else {**body, "max_tokens": _COMPLETION_MAX_TOKENS}
 
 
 def _unreachable(served: _Served, exc: httpx.TransportError) -> BackendUnavailable:

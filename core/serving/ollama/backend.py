@@ -121,7 +121,7 @@ class OllamaBackend:
                     choice = {"index": 0, "delta": {}, "finish_reason": _finish(part.done_reason)}
                     yield _chunk(envelope, body, choice)
                     if _include_usage(body):
-                        yield envelope | {"choices": [], "usage": _usage(part)}
+                        yield envelope | {"choices": [], "usage": _usage(part), "timings": _timings(part)}
 
     async def completion(self, key: str, body: base.Json) -> base.Json:
         with self._translate(key):
@@ -144,7 +144,7 @@ class OllamaBackend:
                 choice = {"index": 0, "text": part.response or "", "logprobs": None, "finish_reason": finish}
                 yield _chunk(envelope, body, choice)
                 if part.done and _include_usage(body):
-                    yield envelope | {"choices": [], "usage": _usage(part)}
+                    yield envelope | {"choices": [], "usage": _usage(part), "timings": _timings(part)}
 
     async def embeddings(self, key: str, inputs: builtins.list[str]) -> base.Json:  # `list` is a method here
         with self._translate(key):
@@ -264,6 +264,12 @@ def _finish(done_reason: str | None) -> str:
 def _usage(response: Any) -> base.Json:
     prompt, completion = response.prompt_eval_count or 0, response.eval_count or 0
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _timings(response: Any) -> base.Json:
+    """Ollama's own counts and durations (nanoseconds), as a benchmark cross-checks them."""
+    names = ("eval_count", "eval_duration", "prompt_eval_count", "prompt_eval_duration", "load_duration")
+    return {n: getattr(response, n, None) for n in names if getattr(response, n, None) is not None}
 
 
 def _include_usage(body: base.Json) -> bool:
