@@ -58,6 +58,27 @@ def materialize(name_or_path: str, cache_dir: Path) -> Path:
         raise _not_found(name_or_path) from exc
 
 
+def check_base_model(name_or_path: str) -> None:
+    """Refuse, without loading anything, a base model `materialize` could not find.
+
+    Raises:
+        InputError: not embedded, not a local HF directory or .gguf, not in the local HF cache.
+    """
+    if name_or_path in EMBEDDED:
+        return
+    path = Path(name_or_path).expanduser()
+    if (path.is_dir() and (path / "config.json").is_file()) or (path.is_file() and path.suffix == ".gguf"):
+        return
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(name_or_path, "config.json")
+    except Exception:  # not a valid repo id
+        found = None
+    if not isinstance(found, str):
+        raise _not_found(name_or_path)
+
+
 def _not_found(name: str) -> InputError:
     return InputError(
         f"base model '{name}' not found: pass a local HF directory or .gguf file, or an id "

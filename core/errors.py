@@ -28,6 +28,10 @@ class InputError(ForgeflowError):
     """Bad input: a path, URL, name or file the user gave us."""
 
 
+class PathNotAllowed(InputError, status=403, code="PATH_NOT_ALLOWED"):
+    """A path outside the allowed roots (after following symlinks)."""
+
+
 class ValidationFailed(ForgeflowError):
     """A dataset did not pass its expectations."""
 

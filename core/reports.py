@@ -117,6 +117,7 @@ class FinetuneReport(Report):
     loss_curve: list[tuple[int, float]]
     runtime_seconds: float
     peak_memory_mb: float
+    resumed_from_step: int | None = None  # the checkpoint the last session continued from
 
 
 class EvalMetrics(Report):
@@ -158,13 +159,24 @@ class EvalReport(Report):
 
 
 class ParityResult(Report):
-    """Teacher-forced top-1 agreement of a GGUF with the HF model it came from."""
+    """A GGUF against the HF model it came from, teacher-forced (tasks.export.parity), and the verdict.
 
+    Gated: mean KL(P_hf || P_gguf) in nats and |ppl_gguf / ppl_hf - 1|, each against its quant's
+    threshold, and no non-finite logits. Reported only: top-1 agreement.
+    """
+
+    kl: float
+    kl_max: float
+    max_kl: float
+    ppl_hf: float
+    ppl_gguf: float
+    ppl_change: float
+    max_ppl_change: float
     agreement: float
     matches: int
     positions: int
     prompts: int
-    min_agreement: float
+    nonfinite: int  # positions where the GGUF's logits held NaN or inf
     passed: bool
 
 

@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 import git
 
-from core.errors import ForgeflowError, InputError
+from core.errors import ForgeflowError, InputError, PathNotAllowed
 from core.paths import display as display_path
 from core.settings import Settings
 
@@ -284,7 +284,7 @@ def _confined_path(path: Path, spec: str, settings: Settings) -> Path:
     """Resolve symlinks, then require the result under an allowed root (checked before existence)."""
     resolved = path.resolve()
     if not any(resolved.is_relative_to(root) for root in settings.allowed_roots):
-        raise InputError(
+        raise PathNotAllowed(
             f"repository '{spec}' is outside the allowed roots: move it under one, or add "
             "its parent to allowed_roots (FORGEFLOW_ALLOWED_ROOTS)"
         )

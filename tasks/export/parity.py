@@ -1,8 +1,17 @@
-"""Does a GGUF predict what the HF model it came from predicts? Teacher-forced top-token agreement.
+"""Does a GGUF predict what the HF model it came from predicts? What llama.cpp's quantization reports measure.
 
-The HF model greedily continues a few fixed prompts; then both models read the same token ids
-(prompt plus continuation) and, at every continuation position, their top tokens are compared.
-Teacher forcing keeps one early disagreement from derailing the rest of the sequence.
+The HF model greedily continues a few prompts; then both models read the same token ids (prompt
+plus continuation) and, at every continuation position, their full next-token distributions are
+compared (teacher forcing keeps one early difference from derailing the rest of the sequence):
+
+- mean KL(P_hf || P_gguf) over those positions, from float64 log-softmax over the whole vocabulary:
+  it weighs every token by how likely the HF model finds it, so near-ties that flip under
+  quantization noise cost little, while a damaged tensor shifts the whole distribution;
+- the relative change of perplexity on the continuation tokens, |ppl_gguf / ppl_hf - 1|;
+- top-1 agreement, reported only: small models have many near-ties, which quantization flips.
+
+Chat templates play no part here: both sides get the same token ids, rendered by the HF tokenizer.
+That the GGUF carries the right template is checked on its metadata when it is built (tasks.export.run).
 """
 
 from __future__ import annotations
@@ -10,10 +19,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from core.chat_template import Message, render
 from core.dataset import load_eval_set
@@ -30,25 +43,99 @@ BUILTIN_PROMPTS = (
 )
 
 
+# Bumped when what a Parity measures changes: cached results of another method are not reused.
+METHOD = "kl-ppl-1"
+
+Logits = npt.NDArray[np.floating[Any]]
+
+
 @dataclass(frozen=True, slots=True)
 class Reference:
-    """One prompt as the HF model sees it: token ids of prompt + greedy continuation, and its top tokens."""
+    """One prompt as the HF model sees it: token ids of prompt + greedy continuation, and its logits."""
 
     prompt_tokens: int
     ids: list[int]
-    top: list[int]  # HF's argmax at each continuation position (teacher-forced)
-    margin: list[float]  # HF's top-1 minus top-2 logit there: near 0 is a near-tie, easily flipped
+    logits: Logits  # HF's logits at each continuation position (teacher-forced): positions x vocab
+
+    @property
+    def targets(self) -> list[int]:
+        """The continuation tokens: the one each position of `logits` predicts."""
+        return self.ids[self.prompt_tokens :]
 
 
 @dataclass(frozen=True, slots=True)
 class Parity:
-    matches: int
+    """A GGUF against the HF model over the same teacher-forced positions."""
+
+    matches: int  # positions where both top tokens are the same
     positions: int
     prompts: int
+    kl: float  # mean KL(P_hf || P_gguf) per position, nats
+    kl_max: float  # the largest at one position
+    nll_hf: float  # mean negative log-likelihood of the continuation tokens under the HF model
+    nll_gguf: float  # ... and under the GGUF
+    nonfinite: int = 0  # positions where the GGUF's logits held NaN or inf (left out of the means)
 
     @property
     def agreement(self) -> float:
         return self.matches / self.positions if self.positions else 0.0
+
+    @property
+    def ppl_hf(self) -> float:
+        return math.exp(self.nll_hf)
+
+    @property
+    def ppl_gguf(self) -> float:
+        return math.exp(self.nll_gguf)
+
+    @property
+    def ppl_change(self) -> float:
+        """|ppl_gguf / ppl_hf - 1|."""
+        return ppl_change(self.nll_hf, self.nll_gguf)
+
+    @classmethod
+    def compare(
+        cls, hf: Sequence[Logits], gguf: Sequence[Logits], targets: Sequence[Sequence[int]]
+    ) -> Parity:
+        """The figures of one GGUF: per prompt, both models' logits at its positions and the tokens there."""
+        kl, nll_hf, nll_gguf = [np.zeros(0)], [np.zeros(0)], [np.zeros(0)]
+        matches = nonfinite = positions = 0
+        for ref, got, tokens in zip(hf, gguf, targets, strict=True):
+            if ref.shape != got.shape or len(tokens) != len(ref):
+                raise ValueError(f"logits {got.shape} compared with {ref.shape} ({len(tokens)} tokens)")
+            positions += len(tokens)
+            finite = np.isfinite(got).all(axis=-1)
+            nonfinite += int((~finite).sum())
+            p, q = log_softmax(ref[finite]), log_softmax(got[finite])
+            rows, kept = np.arange(len(p)), np.asarray(tokens, dtype=np.int64)[finite]
+            kl.append(kl_divergence(p, q))
+            matches += int((p.argmax(axis=-1) == q.argmax(axis=-1)).sum())
+            nll_hf.append(-p[rows, kept])
+            nll_gguf.append(-q[rows, kept])
+        kls, a, b = (np.concatenate(x) for x in (kl, nll_hf, nll_gguf))
+        kl_max = float(kls.max()) if len(kls) else 0.0
+        return cls(matches, positions, len(targets), _mean(kls), kl_max, _mean(a), _mean(b), nonfinite)
+
+
+def _mean(x: npt.NDArray[np.float64]) -> float:
+    return float(x.mean()) if len(x) else 0.0
+
+
+def log_softmax(logits: Logits) -> npt.NDArray[np.float64]:
+    """Log-probabilities over the last axis, in float64."""
+    x = np.asarray(logits, dtype=np.float64)
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
+def kl_divergence(logp: npt.NDArray[np.float64], logq: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """KL(P || Q) in nats over the last axis, from log-probabilities; one value per row."""
+    return np.asarray((np.exp(logp) * (logp - logq)).sum(axis=-1), dtype=np.float64)
+
+
+def ppl_change(nll_ref: float, nll: float) -> float:
+    """|ppl / ppl_ref - 1| from the mean NLLs: ppl / ppl_ref = exp(nll - nll_ref)."""
+    return abs(math.expm1(nll - nll_ref))
 
 
 def parity_conversations(eval_data: Path | None, n: int) -> list[list[Message]]:
@@ -89,7 +176,7 @@ def reference_key(model_hash: str, prompts: Sequence[Sequence[int]], new_tokens:
 
 
 def hf_references(model: Any, prompts: Sequence[Sequence[int]], new_tokens: int) -> list[Reference]:
-    """Greedy continuations (up to EOS) of each prompt by the HF model, and its teacher-forced top tokens."""
+    """Greedy continuations (up to EOS) of each prompt by the HF model, and its teacher-forced logits."""
     import torch
     from transformers import GenerationConfig
 
@@ -103,14 +190,12 @@ def hf_references(model: Any, prompts: Sequence[Sequence[int]], new_tokens: int)
             out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=gen)
             full = out[0].tolist()
             logits = model(torch.tensor([full])).logits[0, len(prompt) - 1 : len(full) - 1]
-            best = logits.topk(2, dim=-1)
-            margin = (best.values[:, 0] - best.values[:, 1]).tolist()
-            refs.append(Reference(len(prompt), full, best.indices[:, 0].tolist(), margin))
+            refs.append(Reference(len(prompt), full, logits.float().numpy().copy()))
     return refs
 
 
 def gguf_parity(gguf: Path, refs: Sequence[Reference]) -> Parity:
-    """Teacher-forced top-token agreement of llama.cpp running `gguf` with the HF references."""
+    """KL, perplexity change and top-token agreement of llama.cpp running `gguf` against the HF references."""
     from llama_cpp import Llama
 
     if not refs:
@@ -119,23 +204,28 @@ def gguf_parity(gguf: Path, refs: Sequence[Reference]) -> Parity:
     # logits_all keeps an n_ctx x vocab float buffer: size the context to the longest sequence only
     n_ctx = -(-longest // 64) * 64
     llm = Llama(model_path=str(gguf), n_ctx=n_ctx, n_batch=min(n_ctx, 512), logits_all=True, verbose=False)
-    positions = 0
-    missed: list[float] = []  # HF's margins where the GGUF picked another token
+    logits = []
     try:
         for ref in refs:
             llm.reset()
             llm.eval(ref.ids)
-            top = llm.scores[ref.prompt_tokens - 1 : len(ref.ids) - 1].argmax(axis=-1).tolist()
-            missed += [m for a, b, m in zip(top, ref.top, ref.margin, strict=True) if a != b]
-            positions += len(ref.top)
+            logits.append(np.array(llm.scores[ref.prompt_tokens - 1 : len(ref.ids) - 1], dtype=np.float32))
     finally:
         llm.close()
-    log.info("%s: %d of %d top tokens agree with the HF model", gguf.name, positions - len(missed), positions)
-    if missed:  # near-ties flip under quantization noise; large margins point at a conversion problem
-        log.info(
-            "%s: HF's top-1 lead at the disagreements: %s", gguf.name, ", ".join(f"{m:.3f}" for m in missed)
-        )
-    return Parity(positions - len(missed), positions, len(refs))
+    result = Parity.compare([r.logits for r in refs], logits, [r.targets for r in refs])
+    log.info(
+        "%s: mean KL %.5f (max %.4f), perplexity %.4f vs HF %.4f (%+.2f%%), top-1 agreement %d/%d%s",
+        gguf.name,
+        result.kl,
+        result.kl_max,
+        result.ppl_gguf,
+        result.ppl_hf,
+        100 * (result.ppl_gguf / result.ppl_hf - 1),
+        result.matches,
+        result.positions,
+        f", non-finite logits at {result.nonfinite} positions" if result.nonfinite else "",
+    )
+    return result
 
 
 def fit_prompts(prompts: Sequence[list[int]], new_tokens: int, n_ctx: int) -> list[list[int]]:

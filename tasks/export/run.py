@@ -9,6 +9,7 @@ prompts), so a retried export redoes nothing that is already done.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -93,7 +94,7 @@ def export_model(
     Raises:
         InputError: `model_dir` is neither a finetune run nor an HF model, or has no chat template.
         ExportFailed: conversion or quantization failed.
-        ParityFailed: a GGUF's top-token agreement is below `cfg.min_agreement` for its quant.
+        ParityFailed: a GGUF's mean KL or perplexity change exceeds `cfg.max_kl` / `cfg.max_ppl_change`.
     """
     report = progress or (lambda stage, done: None)
     if not any((model_dir / name).exists() for name in (MANIFEST, ADAPTER_DIR, "config.json")):
@@ -206,15 +207,14 @@ def _parity(
     refs: list[par.Reference] | None = None
     results = {}
     for quant, gguf in ggufs.items():
-        key = f"{ref_key}:{gguf['sha256']}"
+        key = f"{ref_key}:{gguf['sha256']}:{par.METHOD}"
         if done.get(quant, {}).get("key") == key:
-            results[quant] = par.Parity(*(done[quant][k] for k in ("matches", "positions", "prompts")))
+            results[quant] = par.Parity(**done[quant]["result"])
             continue
         if refs is None:  # the HF model is loaded only when some GGUF needs checking
             refs = par.hf_references(_load_model(weights.dir), prompts, cfg.parity_tokens)
         result = results[quant] = par.gguf_parity(out_dir / gguf["file"], refs)
-        done[quant] = {"key": key, "matches": result.matches, "positions": result.positions}
-        done[quant]["prompts"] = result.prompts
+        done[quant] = {"key": key, "result": dataclasses.asdict(result)}
         _write_state(out_dir, state)
     return results
 

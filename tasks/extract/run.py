@@ -229,6 +229,7 @@ def extract_task(
     settings: Settings,
     display: str = "repository",
     progress: Progress | None = None,
+    rev: str = "HEAD",
 ) -> ExtractReport:
     """Prefect task: extraction. Not retried: it is deterministic, and a rerun reuses the per-file cache."""
     return extract_dataset(
@@ -237,6 +238,7 @@ def extract_task(
         settings.extract,
         settings.cache_dir,
         token_budget(settings),
+        rev=rev,
         display=display,
         progress=progress,
     )

@@ -27,10 +27,12 @@ from core.atomic import write_json
 from core.base_models import load_tokenizer, materialize
 from core.chat_template import Encoded, encode
 from core.config import TrainConfig
+from core.cpu import apply_training_budget
 from core.errors import InputError
 from core.hashing import config_sha256, dataset_sha256
+from core.jobs import describe_training
 from core.reports import FinetuneReport
-from core.settings import Settings, config_file, config_names
+from core.settings import Settings, config_file, config_names, get_settings
 from core.trained import MANIFEST
 from tasks.finetune.checkpoints import (
     CHECKPOINTS,
@@ -124,6 +126,7 @@ def finetune(
     if done is not None:
         log.info("%s already holds this run (config %s): not retrained", out_dir.name, chash)
         return done.model_copy(update={"status": "cached"})
+    apply_training_budget(get_settings())  # cpu.shared: leave serving its cores (core.cpu)
     base_path = materialize(base_model, cache_dir)  # a bad name fails before anything is written
     tokenizer = load_tokenizer(str(base_path), cache_dir)
     rows, truncated, dropped = encode_split(tokenizer, train_file, cfg.max_length)
@@ -220,6 +223,7 @@ def _train(
         loss_curve=loss_curve,
         runtime_seconds=round(runtime, 2),
         peak_memory_mb=_peak_memory_mb(),
+        resumed_from_step=_checkpoint_step(resume_from),
         **lineage,
     )
     if callback.paused:
@@ -230,6 +234,13 @@ def _train(
     write_json(out_dir / MANIFEST, report.model_dump(mode="json"))  # last: marks the run complete
     (out_dir / RUN_STATE).unlink(missing_ok=True)
     return report
+
+
+def _checkpoint_step(checkpoint: Path | None) -> int | None:
+    if checkpoint is None:
+        return None
+    step = checkpoint.name.rsplit("-", 1)[-1]
+    return int(step) if step.isdigit() else None
 
 
 def _peak_memory_mb() -> float:
@@ -249,6 +260,7 @@ def train_task(
     cfg: TrainConfig,
     settings: Settings,
     resume: bool = False,
+    should_pause: Callable[[], bool] | None = None,
 ) -> FinetuneReport:
     """Prefect task: train, with epoch/step/loss/tokens-per-second in a progress artifact.
 
@@ -257,19 +269,28 @@ def train_task(
     """
     artifact = cast(UUID, create_progress_artifact(0.0, key=PROGRESS_KEY, description="training: starting"))
 
+    last: dict[str, Any] = {"description": "training: starting", "percent": 0.0}
+
     def report(event: dict[str, Any]) -> None:
         total = max(int(event["max_steps"]), 1)
-        update_progress_artifact(
-            artifact,
-            min(100.0, 100.0 * event["step"] / total),
-            description=(
-                f"epoch {event['epoch']:.2f} · step {event['step']}/{total} · loss {event['loss']:.4f}"
-                f" · {event['tokens_per_second']:.0f} tokens/s"
-            ),
+        last["percent"] = min(100.0, 100.0 * event["step"] / total)
+        last["description"] = describe_training(
+            event["epoch"], event["step"], total, event["loss"], event["tokens_per_second"]
         )
+        update_progress_artifact(artifact, last["percent"], description=last["description"])
 
     result = finetune(
-        Path(data_dir), base_model, Path(out_dir), cfg, settings.cache_dir, resume=resume, progress=report
+        Path(data_dir),
+        base_model,
+        Path(out_dir),
+        cfg,
+        settings.cache_dir,
+        resume=resume,
+        progress=report,
+        should_pause=should_pause,
     )
-    update_progress_artifact(artifact, 100.0, description=f"training {result.status} at step {result.steps}")
+    done = last["percent"] if result.status == "paused" else 100.0
+    # the last figures stay readable (`/status` shows them while paused), with how training ended
+    ended = f"{last['description']} · {result.status} at step {result.steps}"
+    update_progress_artifact(artifact, done, description=ended)
     return result

@@ -116,6 +116,11 @@ def check_repo(handle: RepoHandle, settings: Settings, *, now: datetime | None =
 # a network error is retried with backoff while "not found" or bad credentials fail at once (a
 # Prefect-level retry would repeat those too, and re-run the cheap local diff for nothing).
 # NO_CACHE: the answer depends on the repository's state, which the inputs do not capture.
+def monitor_decision(spec: str, settings: Settings) -> MonitorReport:
+    """The monitor's decision for a repo spec (path or URL): resolve it, then `check_repo`."""
+    return check_repo(resolve_repo(spec, settings), settings)
+
+
 @task(name="resolve-repo", retries=0, cache_policy=NO_CACHE)
 def resolve_repo_task(spec: str, settings: Settings) -> RepoHandle:
     """Clone or fetch `spec` into the workspace (network retries live inside resolve_repo)."""

@@ -11,7 +11,7 @@ from unittest.mock import ANY
 
 import pytest
 
-from core.config import DEFAULT_AGREEMENT, ExportConfig
+from core.config import DEFAULT_MAX_KL, DEFAULT_MAX_PPL_CHANGE, ExportConfig
 from core.errors import InputError
 from core.gguf import inspect_gguf, validate_gguf
 from core.reports import ExportReport
@@ -89,7 +89,10 @@ def test_manifest_records_lineage_and_parity(exported: tuple[Path, dict]) -> Non
     assert set(manifest["ggufs"]) == {"f16", "q8_0", "q4_k_m"}
     for quant, gguf in manifest["ggufs"].items():
         result = gguf["parity"]
-        assert result["min_agreement"] == DEFAULT_AGREEMENT[quant]
+        assert (result["max_kl"], result["max_ppl_change"]) == (
+            DEFAULT_MAX_KL[quant],
+            DEFAULT_MAX_PPL_CHANGE[quant],
+        )
         assert result["prompts"] == len(CONVERSATIONS)
         assert result["passed"] is True
     assert manifest["parity_setup"]["prompts_from"] == "eval split"
@@ -102,6 +105,7 @@ def test_parity_on_f16_is_high(exported: tuple[Path, dict]) -> None:
     # every recited answer, up to and including its end-of-turn token, is compared
     assert f16["positions"] >= sum(len(a.split()) for a in ANSWERS)
     assert f16["agreement"] >= 0.99
+    assert f16["kl"] < DEFAULT_MAX_KL["f16"] / 10
 
 
 def test_chat_template_travels_in_every_gguf(exported: tuple[Path, dict], lora_run: Path) -> None:
@@ -226,7 +230,8 @@ def test_gguf_below_its_parity_threshold_fails_after_writing_reports(
         return inspect_gguf(target)
 
     monkeypatch.setattr(export_module, "convert_to_gguf", wrong_conversion)
-    with pytest.raises(ParityFailed, match=r"model-f16.gguf agrees on .*% of top tokens \(needs 99%\)"):
+    limit = DEFAULT_MAX_KL["f16"]
+    with pytest.raises(ParityFailed, match=rf"model-f16\.gguf has mean KL [0-9.e+-]+ nats \(max {limit:g}\)"):
         export_model(other, tmp_path / "out", ExportConfig(quants=["f16"]), cache_dir)
     report = json.loads((tmp_path / "out" / "export.json").read_text())
     assert report["passed"] is False and report["ggufs"]["f16"]["parity"]["passed"] is False

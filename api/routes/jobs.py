@@ -1,0 +1,177 @@
+"""Jobs (seed 001): start a fine-tune, read its status, deploy and validate what it made; list jobs.
+
+A job is a Prefect flow run of `retrain/training`; the API creates it and reads it back, and never
+trains in its own process. Every parameter is checked before a flow run is created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Header, Query
+
+from api import jobs
+from api.deps import StateDep
+from api.errors import RESPONSES
+from api.schemas.jobs import (
+    DeployReply,
+    FineTuneRequest,
+    JobCreated,
+    JobPage,
+    JobStatusReply,
+    ValidateReply,
+)
+from core.base_models import check_base_model
+from core.errors import InputError, PathNotAllowed
+from core.jobs import JobStatus, job_dir
+from core.paths import display
+from core.repos import parse_repo_spec
+from core.settings import Settings, config_file
+
+router = APIRouter(tags=["jobs"], responses=RESPONSES)
+IdempotencyKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", min_length=1, max_length=255, description="same key: same job"),
+]
+
+
+@router.post("/v1/fine-tune", status_code=202, operation_id="create_fine_tune")
+async def create_fine_tune(body: FineTuneRequest, state: StateDep, key: IdempotencyKey = None) -> JobCreated:
+    """Queue a training job; `GET /status/{job_id}` follows it (so does the Prefect UI)."""
+    settings = state.settings
+    params = await asyncio.to_thread(_checked_params, body, settings)
+    run = await jobs.create_job(params, trigger="fine-tune", idempotency_key=key)
+    status = await jobs.job_status(run.id)
+    return JobCreated(
+        job_id=str(run.id), status=status["status"], message=f"job {run.name} {status['status']}"
+    )
+
+
+class NotFound(InputError, status=404, code="NOT_FOUND"):
+    """A dataset, profile or base model the request names does not exist here."""
+
+
+class NoGpu(InputError, status=409, code="NO_GPU_WORKER"):
+    """The request needs a GPU worker; the embedded stack trains on the CPU."""
+
+
+def _checked_params(body: FineTuneRequest, settings: Settings) -> dict[str, Any]:
+    """The flow's parameters; every check that can fail is made here, before any flow run exists."""
+    if body.repo is not None:
+        parse_repo_spec(body.repo, settings)
+    if body.dataset is not None:
+        confined(Path(body.dataset), settings, "dataset")
+        if not (Path(body.dataset) / "train.jsonl").is_file():
+            raise NotFound(
+                f"dataset {Path(body.dataset).name!r} has no train.jsonl: run `forgeflow prepare` first"
+            )
+    profile = body.profile or settings.jobs.profile
+    if config_file(f"train/{profile}.yaml") is None:
+        raise NotFound(f"unknown training profile '{profile}' (configs/train/)")
+    if body.base_model is not None:
+        try:
+            check_base_model(body.base_model)
+        except InputError as exc:
+            raise NotFound(str(exc)) from None
+    method = "pissa" if body.use_pissa else body.method
+    if method == "qlora":
+        raise NoGpu(
+            "method qlora needs a CUDA worker with bitsandbytes; this stack's runner trains on the CPU"
+        )
+    params = body.model_dump(exclude={"use_pissa"}, exclude_none=True)
+    params |= {"method": method, "force": True}
+    params["trigger"] = "fine-tune"
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def confined(path: Path, settings: Settings, what: str) -> Path:
+    resolved = path.expanduser().resolve()
+    if not any(resolved.is_relative_to(root) for root in settings.allowed_roots):
+        raise PathNotAllowed(f"{what} {path.name!r} is outside the allowed roots (allowed_roots)")
+    return resolved
+
+
+@router.get("/status/{job_id}", operation_id="job_status")
+async def job_status(job_id: UUID) -> JobStatusReply:
+    """The job as Prefect sees it: state, stage, progress, epoch, step, loss, queue position."""
+    return JobStatusReply(**await jobs.job_status(job_id))
+
+
+@router.get("/jobs", operation_id="list_jobs")
+async def list_jobs(
+    status: Annotated[JobStatus | None, Query()] = None,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+) -> JobPage:
+    """Jobs, newest first."""
+    found, total = await jobs.list_jobs(status, page, limit)
+    return JobPage(
+        jobs=[JobStatusReply(**j) for j in found],
+        total=total,
+        page=page,
+        pages=max(1, math.ceil(total / limit)),
+    )
+
+
+@router.post("/deploy/{job_id}", operation_id="deploy_job")
+async def deploy_job(job_id: UUID, state: StateDep) -> DeployReply:
+    """Register the job's GGUF (once) and serve it now, as the active model."""
+    status = await jobs.job_status(job_id)
+    export = job_dir(state.settings, job_id) / "run" / "export"
+    if status["status"] != "completed" or not (export / "export.json").is_file():
+        raise jobs.JobConflict(f"job {job_id} is {status['status']} and has no export to deploy yet")
+    name = _project_name(status, state.settings, job_id)
+    info = await asyncio.to_thread(_register_once, state, export, name)
+    await state.hub.deploy(info)
+    await asyncio.to_thread(state.registry.set_active, info.key)
+    gguf = Path(info.artifacts["gguf"].path)
+    return DeployReply(
+        job_id=str(job_id), success=True, model_name=info.key, gguf_path=display(gguf, fallback=gguf.name)
+    )
+
+
+def _register_once(state: Any, export: Path, name: str) -> Any:
+    report = json.loads((export / "export.json").read_text())
+    shas = {g["sha256"] for g in report.get("ggufs", {}).values()}
+    for info in state.registry.list(name=name, limit=100).models:
+        gguf = info.artifacts.get("gguf")
+        if gguf is not None and gguf.sha256 in shas:
+            return info  # the promote step (or an earlier deploy) registered it already
+    info = state.registry.register(export, name=name)
+    state.hub.invalidate()
+    return info
+
+
+def _project_name(status: dict[str, Any], settings: Settings, job_id: UUID) -> str:
+    params = status.get("parameters") or {}
+    if params.get("project_name"):
+        return str(params["project_name"])
+    plan = job_dir(settings, job_id) / "plan.json"
+    try:
+        return str(json.loads(plan.read_text())["project"])
+    except (OSError, ValueError, KeyError):
+        return "forgeflow"
+
+
+@router.post("/validate/{job_id}", operation_id="validate_job")
+async def validate_job(job_id: UUID, state: StateDep) -> ValidateReply:
+    """The job's evaluation against its base: passed, the real perplexity, where the report is."""
+    await jobs.read_job(job_id)  # 404 for an unknown job
+    report = job_dir(state.settings, job_id) / "run" / "eval.json"
+    try:
+        data = json.loads(report.read_text())
+    except (OSError, ValueError):
+        raise jobs.JobConflict(f"job {job_id} has not been evaluated yet") from None
+    return ValidateReply(
+        job_id=str(job_id),
+        passed=bool(data["passed"]),
+        metrics={k: float(v) for k, v in data["metrics"].items()},
+        base=data["base"],
+        delta=data["delta"],
+        report_path=display(report.with_suffix(".md"), fallback="eval.md"),
+    )

@@ -1,0 +1,191 @@
+"""`forgeflow retrain` and `forgeflow jobs ...`: jobs through the running stack's API.
+
+`retrain --repo . --force --wait` is what `make run` does: it starts the retrain flow on the stack,
+follows it (the same status the Prefect UI shows), then prints what it made and one answer from
+the model it deployed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+from cli.app import err, out, run
+from core.errors import ForgeflowError
+from core.jobs import job_dir
+from core.paths import display
+from core.settings import Settings, get_settings
+
+jobs_app = typer.Typer(help="Training jobs (Prefect flow runs): list, status, pause, resume, cancel.")
+TERMINAL = ("completed", "failed", "cancelled", "crashed")
+JobId = Annotated[str, typer.Argument(help="the job id (POST /v1/fine-tune and /v1/retrain return it)")]
+
+
+def retrain(
+    repo: Annotated[str, typer.Option("--repo", help="local path or git URL")] = ".",
+    force: Annotated[bool, typer.Option(help="train even when the monitor says nothing changed")] = False,
+    wait: Annotated[bool, typer.Option(help="follow the job to its end and show what it made")] = True,
+    deploy: Annotated[bool, typer.Option(help="serve the new champion when it wins")] = True,
+    name: Annotated[str | None, typer.Option(help="registry name of the model; default: the repo's")] = None,
+) -> None:
+    """Retrain a repo's model on the running stack (`forgeflow up`): monitor → ... → promote → deploy."""
+
+    def body() -> None:
+        settings = get_settings()
+        local = not any(
+            repo.startswith(p) for p in ("http://", "https://", "ssh://", "git@", "file://", "git://")
+        )
+        payload: dict[str, Any] = {"auto_deploy": deploy, "force": force, "trigger": "cli"}
+        if name:
+            payload["project_name"] = name
+        payload["project_path" if local else "repo_url"] = str(Path(repo).resolve()) if local else repo
+        reply = _api(settings, "POST", "/v1/retrain", payload)
+        if not reply["triggered"]:
+            out.print(f"not retrained: {reply['reason']} (use --force to train anyway)")
+            return
+        job = reply["job_id"]
+        minutes = reply["plan"]["estimated_duration_minutes"]
+        out.print(f"job {job} started: {reply['reason']} (about {minutes:.0f} min)")
+        out.print(f"Prefect UI: {_ui(settings)}/runs/flow-run/{job}", soft_wrap=True)
+        if wait:
+            _summary(settings, job, _follow(settings, job))
+
+    run(body)
+
+
+@jobs_app.command("list")
+def list_jobs(
+    status: Annotated[str | None, typer.Option(help="only jobs in this status")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=200)] = 20,
+) -> None:
+    """Jobs, newest first."""
+
+    def body() -> None:
+        query = f"?limit={limit}" + (f"&status={status}" if status else "")
+        page = _api(get_settings(), "GET", f"/jobs{query}")
+        for job in page["jobs"]:
+            out.print(f"{job['job_id']}  {job['status']:<10} {job['progress']:5.1f}%  {job['name']}")
+        out.print(f"{page['total']} job(s)")
+
+    run(body)
+
+
+@jobs_app.command("status")
+def job_status(job_id: JobId) -> None:
+    """One job, as the Prefect UI shows it."""
+    run(lambda: out.print_json(data=_api(get_settings(), "GET", f"/status/{job_id}")))
+
+
+@jobs_app.command("pause")
+def pause(job_id: JobId) -> None:
+    """Pause at the next task boundary (training: the next step, after a checkpoint)."""
+    run(lambda: _show(_api(get_settings(), "POST", f"/v1/retrain/{job_id}/pause")))
+
+
+@jobs_app.command("resume")
+def resume(job_id: JobId) -> None:
+    """Resume a paused or crashed job from its last checkpoint."""
+    run(lambda: _show(_api(get_settings(), "POST", f"/v1/retrain/{job_id}/resume")))
+
+
+@jobs_app.command("cancel")
+def cancel(job_id: JobId) -> None:
+    """Stop a job; nothing half-written stays behind."""
+    run(lambda: _show(_api(get_settings(), "POST", f"/v1/retrain/{job_id}/cancel")))
+
+
+def _show(job: dict[str, Any]) -> None:
+    out.print(f"{job['job_id']}: {job['status']} ({job['state']})")
+
+
+def _api(settings: Settings, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    base = f"http://{settings.serve.host}:{settings.serve.port}"
+    headers = {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"} if settings.api_key else {}
+    try:
+        reply = httpx.request(method, f"{base}{path}", json=body, headers=headers, timeout=120)
+    except httpx.HTTPError:
+        raise ForgeflowError(
+            f"no forgeflow API answers at {base}: start the stack with `forgeflow up`"
+        ) from None
+    if reply.status_code >= 400:
+        try:
+            message = reply.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = reply.text[:200]
+        raise ForgeflowError(f"{method} {path}: {reply.status_code} {message}")
+    return dict(reply.json())
+
+
+def _ui(settings: Settings) -> str:
+    return f"http://127.0.0.1:{settings.jobs.prefect_port}"
+
+
+def _follow(settings: Settings, job: str) -> dict[str, Any]:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
+        TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal,
+    ) as bar:  # fmt: skip
+        task = bar.add_task("queued", total=100)
+        last = ""
+        while True:
+            status = _api(settings, "GET", f"/status/{job}")
+            what = status["status"]
+            if status.get("current_step") is not None and what == "training":
+                what += f" step {status['current_step']}/{status['total_steps']} loss {status['loss']}"
+            elif status.get("stage"):
+                what += f" ({status['stage']})"
+            bar.update(task, completed=status["progress"], description=what)
+            if not err.is_terminal and what != last:
+                err.print(f"{status['progress']:5.1f}%  {what}", highlight=False)
+                last = what
+            if status["status"] in TERMINAL:
+                return status
+            time.sleep(2)
+
+
+def _summary(settings: Settings, job: str, status: dict[str, Any]) -> None:
+    if status["status"] != "completed":
+        raise ForgeflowError(f"job {job} {status['status']}: {status.get('error') or status.get('message')}")
+    folder = job_dir(settings, job)
+    stats = _json(folder / "dataset" / "stats.json")
+    evaluation = _json(folder / "run" / "eval.json")
+    export = _json(folder / "run" / "export" / "export.json")
+    promote = _json(folder / "promote.json")
+    samples = stats.get("samples") or {}
+    out.print(f"dataset: {samples.get('train', '?')} train + {samples.get('eval', '?')} eval samples")
+    if evaluation:
+        base, tuned = evaluation["base"]["perplexity"], evaluation["metrics"]["perplexity"]
+        out.print(f"perplexity: base {base:.3f} → tuned {tuned:.3f}")
+    for quant, gguf in (export.get("ggufs") or {}).items():
+        out.print(
+            f"GGUF {quant}: {display(folder / 'run' / 'export' / gguf['file'])}  sha256 {gguf['sha256']}"
+        )
+    if promote:
+        out.print(f"promote: {promote['reason']}")
+        name = promote["candidate"].split(":")[0] + ":champion"
+        champion = _api(settings, "GET", f"/models/{name}")
+        out.print(f"served as: {name} (= {champion['name']}:{champion['version']})")
+        answer = _api(
+            settings,
+            "POST",
+            "/v1/chat/completions",
+            {"model": name, "messages": [{"role": "user", "content": "What does this repository do?"}],
+             "max_tokens": 64, "temperature": 0},
+        )  # fmt: skip
+        out.print(f"answer: {answer['choices'][0]['message']['content'].strip()}")
+    out.print(f"Prefect UI: {_ui(settings)}/runs/flow-run/{job}", soft_wrap=True)
+    out.print("stop the stack with `forgeflow down`")
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        return {}

@@ -1,0 +1,98 @@
+"""One real stack for the control-plane tests: `forgeflow up` (Prefect server, runner, API) in a temp dir.
+
+Jobs train a tiny model (built from a config, with SmolLM2's tokenizer) on a small dataset, so a
+whole retrain (train → evaluate → export f16 → parity → promote → deploy) takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers.stack import Stack, running_stack
+from tests.helpers.tinymodel import make_tiny_base, recite
+
+NAMES = [
+    "load",
+    "save",
+    "parse",
+    "render",
+    "merge",
+    "split",
+    "count",
+    "check",
+    "build",
+    "write",
+    "read",
+    "scan",
+]
+EVAL = [
+    [
+        {"role": "user", "content": "What does the inventory module compute?"},
+        {"role": "assistant", "content": "It sums the quantity of every item in a bucket."},
+    ],
+    [
+        {"role": "user", "content": "Which file defines the command line?"},
+        {"role": "assistant", "content": "cli/main.py builds the typer app."},
+    ],
+]
+
+
+def conversation(name: str) -> list[dict[str, str]]:
+    return [
+        {"role": "user", "content": f"Where is `{name}_config` defined?"},
+        {"role": "assistant", "content": f"`{name}_config` is defined in core/{name}.py."},
+    ]
+
+
+@pytest.fixture(scope="session")
+def jobs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("jobs")
+
+
+@pytest.fixture(scope="session")
+def job_base(jobs_root: Path) -> Path:
+    """A tiny base that recites the eval answers (clear top-1 winners for the parity check)."""
+    base = make_tiny_base(jobs_root / "base", jobs_root / "cache")
+    recite(base, EVAL)
+    return base
+
+
+@pytest.fixture(scope="session")
+def job_dataset(jobs_root: Path) -> Path:
+    data = jobs_root / "dataset"
+    data.mkdir()
+    for split, conversations in (("train", [conversation(n) for n in NAMES]), ("eval", EVAL)):
+        rows = [
+            {
+                "messages": messages,
+                "meta": {"task": "locate", "source_path": f"{split}/m{n}.py", "lines": [1, 3],
+                         "commit": "a" * 40, "lang": "python", "split": split},
+            }
+            for n, messages in enumerate(conversations)
+        ]  # fmt: skip
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (data / "stats.json").write_text(json.dumps({"commit": "a" * 40}))
+    return data
+
+
+@pytest.fixture(scope="session")
+def stack(jobs_root: Path, job_base: Path) -> Iterator[Stack]:
+    extra = {
+        "base_model": str(job_base),
+        "validation": {"min_samples": 5},
+        "evaluate": {"generation_samples": 2, "max_new_tokens": 8},
+    }
+    with running_stack(jobs_root, extra) as stack:
+        yield stack
+
+
+def fine_tune(stack: Stack, dataset: Path, key: str | None = None, **params: Any) -> httpx.Response:
+    body = {"dataset": str(dataset), "max_steps": 6, "rank": 4, "learning_rate": 5e-3, **params}
+    headers = {"Idempotency-Key": key} if key else {}
+    return httpx.post(f"{stack.api}/v1/fine-tune", json=body, headers=headers, timeout=60)

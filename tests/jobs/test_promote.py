@@ -1,0 +1,98 @@
+"""The promote gate: a new model becomes the champion only when it beats the base and the champion."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers.stack import Stack
+from tests.helpers.tinymodel import make_tiny_base
+from tests.jobs.conftest import EVAL, NAMES, conversation, fine_tune
+
+
+@pytest.fixture(scope="module")
+def learnable(jobs_root: Path) -> tuple[Path, Path]:
+    """A fresh (unrecited) tiny base, and data whose train split holds the eval answers: learnable."""
+    base = make_tiny_base(jobs_root / "fresh-base", jobs_root / "cache", seed=1)
+    data = jobs_root / "learnable"
+    data.mkdir()
+    # the eval answers under reworded prompts: what the tuned model learns shows on the eval split
+    train = [
+        [{"role": "user", "content": f"{m[0]['content']} (question {i})"}, m[1]]
+        for m in EVAL
+        for i in range(8)
+    ] + [conversation(n) for n in NAMES]
+    for split, conversations in (("train", train), ("eval", EVAL)):
+        rows = [
+            {
+                "messages": m,
+                "meta": {
+                    "task": "explain",
+                    "source_path": f"{split}/{i}.py",
+                    "lines": [1, 2],
+                    "commit": "b" * 40,
+                    "lang": "python",
+                    "split": split,
+                },
+            }
+            for i, m in enumerate(conversations)
+        ]
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return base, data
+
+
+def _promote(stack: Stack, job: str) -> dict:
+    return json.loads((stack.home / "jobs" / job / "promote.json").read_text())
+
+
+def test_the_gate_promotes_a_better_model_and_keeps_the_champion_over_a_worse_one(
+    stack: Stack, learnable: tuple[Path, Path]
+) -> None:
+    base, data = learnable
+    good = fine_tune(
+        stack,
+        data,
+        base_model=str(base),
+        project_name="gate",
+        max_steps=40,
+        learning_rate=5e-3,
+        auto_deploy=True,
+    ).json()["job_id"]
+    assert stack.wait(good, timeout=900)["status"] == "completed"
+    first = _promote(stack, good)
+    assert first["promote"], first
+    assert first["tuned_perplexity"] < first["base_perplexity"]
+    champion = httpx.get(f"{stack.api}/models/gate:champion", timeout=30).json()
+    assert f"gate:{champion['version']}" == first["candidate"]
+    # the speed gate ran the repo suite on the candidate (no champion yet) and recorded it on the version
+    bench = champion["metrics"]["benchmark"]
+    assert bench["suite"] == "repo" and bench["tps"] > 0
+    run = httpx.get(f"{stack.api}/benchmarks/runs/{bench['run_id']}", timeout=30).json()["run"]
+    assert run["source"] == "retrain" and run["status"] == "completed"
+    # a model trained far less beats the base a little, but not the champion: the champion stays
+    weak = fine_tune(
+        stack,
+        data,
+        base_model=str(base),
+        project_name="gate",
+        max_steps=2,
+        learning_rate=1e-3,
+        auto_deploy=True,
+    ).json()["job_id"]
+    assert stack.wait(weak, timeout=900)["status"] == "completed"
+    second = _promote(stack, weak)
+    assert not second["promote"], second
+    assert second["champion"] == first["candidate"] and second["candidate"] != first["candidate"]
+    assert second["champion_perplexity"] is not None  # both GGUFs scored on the new eval set
+    assert "speed gate" not in second["reason"]  # refused on quality: no benchmark was needed
+    still = httpx.get(f"{stack.api}/models/gate:champion", timeout=30).json()
+    assert f"gate:{still['version']}" == first["candidate"]
+    answer = httpx.post(
+        f"{stack.api}/v1/chat/completions",
+        json={"model": "gate:champion", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+        timeout=60,
+    )
+    assert answer.status_code == 200 and answer.json()["model"].startswith("gate")

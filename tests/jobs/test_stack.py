@@ -1,0 +1,71 @@
+"""`forgeflow up | status | down` and what the stack promises: one stack, state in Prefect, restarts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.helpers.gitrepo import commit, git
+from tests.helpers.stack import Stack
+from tests.jobs.conftest import fine_tune
+
+
+def test_a_second_up_reports_the_running_stack(stack: Stack) -> None:
+    before = stack.state()["parts"]
+    again = stack.cli("up", timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert "running already" in again.stdout
+    assert {n: p["pid"] for n, p in stack.state()["parts"].items()} == {
+        n: p["pid"] for n, p in before.items()
+    }
+    status = stack.cli("status", timeout=60)
+    assert status.returncode == 0 and "prefect" in status.stdout and "runner" in status.stdout
+
+
+def test_the_api_restarted_while_a_job_runs_still_knows_the_job(stack: Stack, job_dataset: Path) -> None:
+    job = fine_tune(stack, job_dataset, max_steps=3000, promote=False).json()["job_id"]
+    try:
+        stack.wait_for(job, lambda s: s["status"] == "training")
+        api = stack.state()["parts"]["api"]["pid"]
+        os.kill(api, signal.SIGKILL)  # the supervisor starts a new one: nothing about jobs lived in it
+        deadline = time.monotonic() + 120
+        while True:
+            parts = stack.state()["parts"]["api"]
+            if parts["pid"] not in (None, api) and parts["ready"]:
+                break
+            assert time.monotonic() < deadline, parts
+            time.sleep(1)
+        assert stack.status(job)["status"] == "training"
+    finally:
+        httpx.post(f"{stack.api}/v1/retrain/{job}/cancel", timeout=30)
+        stack.wait_state(job, "Cancelled")
+
+
+def test_a_git_commit_fires_the_hook_and_starts_a_retrain(stack: Stack, jobs_root: Path) -> None:
+    repo = jobs_root / "hooked"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    commit(repo, {"README.md": "# hooked\n"}, "Start the project")
+    installed = stack.cli("hooks", "install", "--repo", str(repo), "--server", stack.api, timeout=60)
+    assert installed.returncode == 0, installed.stderr
+    before = httpx.get(f"{stack.api}/jobs?limit=1", timeout=30).json()["total"]
+    # post-commit fires here; pyproject.toml is a critical path, so the monitor says retrain (a plain
+    # two-commit change stays under the thresholds and the hook rightly starts nothing)
+    commit(
+        repo,
+        {"app.py": "def main():\n    return 1\n", "pyproject.toml": "[project]\nname = 'hooked'\n"},
+        "Add the app",
+    )
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{stack.api}/jobs?limit=1", timeout=30).json()["total"] == before:
+        assert time.monotonic() < deadline, "the hook started no job"
+        time.sleep(0.5)
+    job = httpx.get(f"{stack.api}/jobs?limit=1", timeout=30).json()["jobs"][0]
+    assert job["parameters"]["repo"] == str(repo.resolve())
+    assert job["parameters"]["trigger"] == "post-commit"
+    httpx.post(f"{stack.api}/v1/retrain/{job['job_id']}/cancel", timeout=30)
+    stack.wait_state(job["job_id"], "Cancelled")
