@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -12,12 +12,13 @@ from fastapi.responses import JSONResponse
 
 from api import errors
 from api.deps import AppState
-from api.routes import health, infer, models, openai_compat
+from api.routes import benchmarks, health, infer, jobs, models, openai_compat, retrain
 from api.security import BearerAuth, BodyLimit
 from api.telemetry import Metrics, StatsBook
 from api.version import forgeflow_version
 from core.errors import ForgeflowError
 from core.registry import Registry
+from core.reports import MonitorReport
 from core.serving.base import Backend
 from core.serving.embedder import EmbedderBackend
 from core.serving.hub import EMBEDDER, Hub
@@ -32,19 +33,25 @@ def default_backends(settings: Settings) -> dict[str, Backend]:
     from core.serving.ollama.backend import OllamaBackend
 
     return {
-        "llamacpp": LlamaCppBackend(settings.serve, settings.home / "logs" / "serving"),
+        "llamacpp": LlamaCppBackend(settings.serve, settings.home / "logs" / "serving", settings.cpu),
         "ollama": OllamaBackend(settings.ollama_url, settings.serve.request_timeout_s),
         EMBEDDER: EmbedderBackend(),
     }
 
 
 def create_app(
-    settings: Settings, *, backends: dict[str, Backend] | None = None, preload: list[str] | None = None
+    settings: Settings,
+    *,
+    backends: dict[str, Backend] | None = None,
+    preload: list[str] | None = None,
+    monitor: Callable[[str, Settings], MonitorReport] | None = None,
 ) -> FastAPI:
     """Build the app; backends default to `default_backends(settings)`.
 
     Args:
         preload: model references to deploy at startup (the first one becomes the active model).
+        monitor: the monitor stage's decision for a repo spec (`forgeflow serve` passes
+            `tasks.monitor.run`'s), used by `/v1/retrain` and `/v1/retrain/monitor`.
     """
 
     @asynccontextmanager
@@ -58,7 +65,7 @@ def create_app(
         )
         metrics = Metrics()
         stats = StatsBook(registry, metrics)
-        app.state.forgeflow = AppState(settings, registry, hub, metrics, stats)
+        app.state.forgeflow = AppState(settings, registry, hub, metrics, stats, monitor)
         stats.start()
         try:
             for i, ref in enumerate(preload or []):
@@ -85,7 +92,15 @@ def create_app(
         default_response_class=JSONResponse,
     )
     errors.install(app)
-    for router in (health.router, models.router, openai_compat.router, infer.router):
+    for router in (
+        health.router,
+        models.router,
+        openai_compat.router,
+        infer.router,
+        jobs.router,
+        retrain.router,
+        benchmarks.router,
+    ):
         app.include_router(router)
     # added last = outermost: CORS (so even a 401 carries its headers), then auth, then size limits
     app.add_middleware(BodyLimit, max_bytes=settings.serve.max_request_bytes)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -105,7 +105,10 @@ class ValidateConfig(StepConfig):
 Method = Literal["lora", "pissa", "dora", "qlora"]
 Quant = Literal["f16", "q8_0", "q4_k_m"]
 DEFAULT_QUANTS: list[Quant] = ["f16", "q8_0", "q4_k_m"]
-DEFAULT_AGREEMENT: dict[Quant, float] = {"f16": 0.99, "q8_0": 0.95, "q4_k_m": 0.90}
+# The parity gate (tasks.export.parity), calibrated on SmolLM2-135M by benchmarks/parity_calibration.py:
+# mean KL(P_hf || P_gguf) of the next-token distributions in nats, and |ppl_gguf / ppl_hf - 1|.
+DEFAULT_MAX_KL: dict[Quant, float] = {"f16": 0.002, "q8_0": 0.01, "q4_k_m": 0.10}
+DEFAULT_MAX_PPL_CHANGE: dict[Quant, float] = {"f16": 0.01, "q8_0": 0.04, "q4_k_m": 0.20}
 DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -157,11 +160,25 @@ class ExportConfig(StepConfig):
     quants: list[Quant] = Field(default_factory=lambda: list(DEFAULT_QUANTS), min_length=1)
     parity_prompts: int = Field(8, ge=1, le=1_000, description="eval prompts used for the parity check")
     parity_tokens: int = Field(32, ge=1, le=1_024, description="greedy tokens compared per prompt")
-    min_agreement: dict[Quant, float] = Field(
-        default_factory=lambda: dict(DEFAULT_AGREEMENT),
-        description="top-token agreement with the merged HF model a GGUF needs",
+    max_kl: dict[Quant, Annotated[float, Field(ge=0.0, le=10.0)]] = Field(
+        default_factory=lambda: dict(DEFAULT_MAX_KL),
+        description="most mean KL(HF || GGUF) of the next-token distributions, in nats, a GGUF may have",
+    )
+    max_ppl_change: dict[Quant, Annotated[float, Field(ge=0.0, le=10.0)]] = Field(
+        default_factory=lambda: dict(DEFAULT_MAX_PPL_CHANGE),
+        description="most |ppl_gguf / ppl_hf - 1| on the reference continuations a GGUF may have",
     )
     n_ctx: int = Field(2048, ge=128, le=131_072)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_min_agreement_key(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "min_agreement" in data:
+            raise ValueError(
+                "export.min_agreement is gone: top-1 agreement is only reported; the parity gate is "
+                "export.max_kl and export.max_ppl_change"
+            )
+        return data
 
 
 BackendName = Literal["llamacpp", "ollama"]
@@ -175,9 +192,78 @@ class ServeConfig(StepConfig):
     backend: BackendName = Field("llamacpp", description="where text-generation models are deployed")
     ollama_host: str = Field("http://127.0.0.1:11434", description="OLLAMA_HOST also sets it")
     max_loaded_models: int = Field(2, ge=1, le=64, description="llama.cpp processes; LRU unload beyond")
-    n_ctx: int = Field(2048, ge=128, le=131_072, description="context of each llama.cpp server")
+    n_ctx: int = Field(2048, ge=128, le=131_072, description="context of each request (per llama.cpp slot)")
     n_threads: int = Field(0, ge=0, le=512, description="llama.cpp threads per model; 0 = all cores")
+    parallel: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="llama.cpp slots per model: requests decoded together (continuous batching)",
+    )
+    max_queue: int = Field(
+        16, ge=0, le=4096, description="requests a model holds waiting for a slot; beyond: 503 + Retry-After"
+    )
+    llama_server: str | None = Field(
+        None, description="the llama-server binary; default: the one `make install` put beside this Python"
+    )
     start_timeout_s: float = Field(120, gt=0, le=3600, description="a model server must answer by then")
     request_timeout_s: float = Field(120, gt=0, le=3600, description="longer inferences get 504")
     max_request_bytes: int = Field(1_048_576, ge=1024, le=1 << 30, description="larger bodies get 413")
     cors_origins: list[str] = Field(default_factory=list, description="exact origins; '*' is refused")
+
+
+class CpuConfig(StepConfig):
+    """How training and serving share one machine's cores (`forgeflow up` runs both)."""
+
+    shared: bool = Field(
+        False, description="training and serving run on this machine together: split the threads"
+    )
+    serve_threads: int = Field(1, ge=1, le=512, description="llama.cpp threads per model when shared")
+    train_nice: int = Field(10, ge=0, le=19, description="training's CPU niceness when shared: serving wins")
+
+
+class JobsConfig(StepConfig):
+    """Jobs: Prefect flow runs of forgeflow's deployments, started by the API, hooks and schedules."""
+
+    prefect_port: int = Field(4200, ge=1, le=65_535, description="the embedded Prefect server (UI)")
+    max_training_runs: int = Field(
+        1, ge=1, le=64, description="FORGEFLOW_MAX_TRAINING_RUNS: training runs at once; the rest queue"
+    )
+    monitor_interval_minutes: int = Field(
+        0, ge=0, le=10_080, description="the scheduled monitor of the watched repos; 0 = no schedule"
+    )
+    watched_repos: list[str] = Field(default_factory=list, description="repos the scheduled monitor checks")
+    profile: str = Field("cpu-quick", min_length=1, max_length=256, description="retrain's training profile")
+    promote_margin: float = Field(
+        0.0, ge=0, lt=1, description="a new champion beats base and champion perplexity by this fraction"
+    )
+    crash_after_s: float = Field(
+        15, gt=0, le=3600, description="a running job whose process is gone is marked crashed by then"
+    )
+    pause_timeout_s: int = Field(7 * 86_400, ge=60, le=30 * 86_400, description="a paused job fails after")
+    start_timeout_s: float = Field(
+        180, gt=0, le=3600, description="`forgeflow up`: each part must answer by then"
+    )
+
+
+class BenchConfig(StepConfig):
+    """Benchmarks of served models (`forgeflow bench`, `/benchmarks`, the retrain flow's speed gate)."""
+
+    suite: str = Field("default", min_length=1, max_length=64, description="the suite run when none is named")
+    request_timeout_s: float = Field(
+        120, gt=0, le=3600, description="a request past this counts as a timeout"
+    )
+    time_bound_s: float = Field(
+        1800, gt=0, le=86_400, description="a run stops here; what is left is not sent (the run is partial)"
+    )
+    ttft_ms: float | None = Field(2000, gt=0, description="goodput: a good request's first token by then")
+    tpot_ms: float | None = Field(250, gt=0, description="goodput: ... and its time per output token")
+    retrain: bool = Field(True, description="the retrain flow benchmarks candidate and champion")
+    retrain_suite: str = Field("repo", min_length=1, max_length=64, description="the suite it runs")
+    max_regression: float = Field(
+        0.25,
+        ge=0,
+        le=10,
+        description="promotion is blocked when the candidate's tokens/s is lower, or its TTFT p50 higher, "
+        "than the champion's by more than this fraction",
+    )

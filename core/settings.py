@@ -18,9 +18,12 @@ from pydantic_settings import (
 )
 
 from core.config import (
+    BenchConfig,
+    CpuConfig,
     EvalConfig,
     ExportConfig,
     ExtractConfig,
+    JobsConfig,
     MonitorConfig,
     ServeConfig,
     ValidateConfig,
@@ -87,6 +90,9 @@ class Settings(BaseSettings):
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    jobs: JobsConfig = Field(default_factory=JobsConfig)
+    cpu: CpuConfig = Field(default_factory=CpuConfig)
+    bench: BenchConfig = Field(default_factory=BenchConfig)
     database_url: str | None = Field(
         None, description="registry database (SQLAlchemy URL); default: SQLite in the workspace"
     )
@@ -97,6 +103,13 @@ class Settings(BaseSettings):
         None,
         validation_alias=AliasChoices("ollama_host", "OLLAMA_HOST"),
         description="OLLAMA_HOST: overrides serve.ollama_host",
+    )
+    max_training_runs: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        validation_alias=AliasChoices("max_training_runs", "FORGEFLOW_MAX_TRAINING_RUNS"),
+        description="FORGEFLOW_MAX_TRAINING_RUNS: overrides jobs.max_training_runs",
     )
 
     @field_validator("home", mode="after")
@@ -113,6 +126,8 @@ class Settings(BaseSettings):
     def _no_default_secrets_in_production(self) -> Settings:
         if self.environment == "production" and self.api_key is None and self.serve.host not in _LOOPBACK:
             raise ValueError("production on a non-loopback host needs FORGEFLOW_API_KEY")
+        if self.max_training_runs is not None:
+            self.jobs = self.jobs.model_copy(update={"max_training_runs": self.max_training_runs})
         if "*" in self.serve.cors_origins:
             raise ValueError("serve.cors_origins: list exact origins; '*' is refused")
         return self

@@ -3,16 +3,28 @@
 `tables` (ORM rows) and `db` (engine) are private to the package; `snapshots` are the pydantic
 views that leave it; `queries` are the reads shared by the registry's operations; `store` is the
 content-addressed artifact store; `sources` inspects what a user asks to register; `migrations`
-are Alembic's. Callers use what this module exports.
+are Alembic's; `benchmarks` keeps benchmark runs and their results in the same database. Callers
+use what this module exports; the name, version, alias and device patterns are among them, since
+the API's OpenAPI document states them too.
 """
 
-from core.registry.errors import AlreadyExists, ModelNotFound, PathNotAllowed
+from core.registry.benchmarks import BenchmarkResultInfo, BenchmarkRunInfo, BenchmarkStore
+from core.registry.errors import AlreadyExists, BenchmarkRunNotFound, ModelNotFound, PathNotAllowed
 from core.registry.registry import Registry
-from core.registry.snapshots import ArtifactRef, ModelInfo, Page, Stats
+from core.registry.snapshots import ALIAS, DEVICE, LATEST, NAME, SEMVER, ArtifactRef, ModelInfo, Page, Stats
 
 __all__ = [
+    "ALIAS",
+    "DEVICE",
+    "LATEST",
+    "NAME",
+    "SEMVER",
     "AlreadyExists",
     "ArtifactRef",
+    "BenchmarkResultInfo",
+    "BenchmarkRunInfo",
+    "BenchmarkRunNotFound",
+    "BenchmarkStore",
     "ModelInfo",
     "ModelNotFound",
     "Page",

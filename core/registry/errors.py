@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from core.errors import InputError
+from core.errors import InputError, PathNotAllowed
+
+__all__ = ["AlreadyExists", "BenchmarkRunNotFound", "ModelNotFound", "PathNotAllowed"]
 
 
 class ModelNotFound(InputError, status=404, code="MODEL_NOT_FOUND"):
@@ -13,5 +15,5 @@ class AlreadyExists(InputError, status=409, code="MODEL_EXISTS"):
     """That name and version is already registered."""
 
 
-class PathNotAllowed(InputError, status=403, code="PATH_NOT_ALLOWED"):
-    """A path outside the allowed roots (after following symlinks)."""
+class BenchmarkRunNotFound(InputError, status=404, code="BENCHMARK_RUN_NOT_FOUND"):
+    """No benchmark run by that id."""

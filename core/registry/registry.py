@@ -338,6 +338,14 @@ class Registry:
             row.recent_latencies_ms = [*row.recent_latencies_ms, *map(float, latencies_ms)][-RESERVOIR:]
             row.updated_at = utcnow()
 
+    def merge_metrics(self, key: str, metrics: dict[str, Any]) -> ModelInfo:
+        """Add (or replace) top-level keys of the version's metrics, e.g. its latest `benchmark`."""
+        with self._writing() as s:
+            row = find_row(s, key, for_update=True)
+            row.metrics = {**row.metrics, **metrics}
+            row.updated_at = utcnow()
+        return self.resolve(key)
+
     # -- internals -----------------------------------------------------------------------------
 
     @contextmanager

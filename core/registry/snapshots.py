@@ -20,8 +20,11 @@ Task = Literal["text-generation", "text-embedding"]
 State = Literal["registered", "loading", "loaded", "failed", "unloaded"]
 TASKS: tuple[str, ...] = ("text-generation", "text-embedding")
 STATES: tuple[str, ...] = ("registered", "loading", "loaded", "failed", "unloaded")
+# The OpenAPI document states these patterns too, so they must mean the same in Python, JSON Schema
+# (ECMA-262) and pydantic (Rust): [0-9], since \d takes any Unicode digit in Python and Rust; fullmatch,
+# since Python's $ also matches before a trailing newline.
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")  # a valid Ollama model name
-SEMVER = re.compile(r"^(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})$")
+SEMVER = re.compile(r"^(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})$")
 ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")  # starts with a letter: never mistaken for a version
 DEVICE = re.compile(r"^[a-z][a-z0-9:_-]{0,31}$")  # cpu, cuda, cuda:1, mps
 LATEST = "latest"
@@ -76,15 +79,15 @@ class Page(BaseModel):
 
 
 def check_fields(name: str | None, version: str | None, task: str, device: str) -> None:
-    if name is not None and not NAME.match(name):
+    if name is not None and not NAME.fullmatch(name):
         raise InputError(
             f"invalid model name '{name}': use 1-64 of a-z 0-9 . _ - starting with a letter or digit"
         )
-    if version is not None and not SEMVER.match(version):
+    if version is not None and not SEMVER.fullmatch(version):
         raise InputError(f"invalid version '{version}': use MAJOR.MINOR.PATCH, e.g. 1.2.0")
     if task not in TASKS:
         raise InputError(f"task must be one of {', '.join(TASKS)}, not '{task}'")
-    if not DEVICE.match(device):
+    if not DEVICE.fullmatch(device):
         raise InputError(f"invalid device '{device}': e.g. cpu, cuda, cuda:1, mps")
 
 
@@ -93,7 +96,7 @@ def check_alias(alias: str) -> None:
         raise InputError(
             "the alias 'latest' always follows the newest registration: it cannot be set or removed"
         )
-    if not ALIAS.match(alias):
+    if not ALIAS.fullmatch(alias):
         raise InputError(f"invalid alias '{alias}': use 1-32 of a-z 0-9 _ - starting with a letter")
 
 

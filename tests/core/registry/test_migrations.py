@@ -25,9 +25,10 @@ def test_a_fresh_database_is_migrated_to_head_and_matches_the_orm(tmp_path: Path
     with engine.connect() as conn:
         context = MigrationContext.configure(conn)
         head = ScriptDirectory.from_config(alembic_config(conn)).get_current_head()
-        assert context.get_current_revision() == head == "0001"
+        assert context.get_current_revision() == head == "0002"
         assert compare_metadata(context, Base.metadata) == []
-        assert {"model_versions", "aliases", "registry_flags"} <= set(inspect(conn).get_table_names())
+        tables = {"model_versions", "aliases", "registry_flags", "benchmark_runs", "benchmark_results"}
+        assert tables <= set(inspect(conn).get_table_names())
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     engine.dispose()
 
@@ -43,4 +44,5 @@ def test_reopening_a_migrated_database_keeps_its_rows(tmp_path: Path) -> None:
 
 def test_the_migrations_ship_with_the_package(tmp_path: Path) -> None:
     assert (SCRIPT_LOCATION / "env.py").is_file() and (SCRIPT_LOCATION / "script.py.mako").is_file()
-    assert [p.name for p in (SCRIPT_LOCATION / "versions").glob("*.py")] == ["0001_initial.py"]
+    shipped = sorted(p.name for p in (SCRIPT_LOCATION / "versions").glob("*.py"))
+    assert shipped == ["0001_initial.py", "0002_benchmarks.py"]
