@@ -84,10 +84,20 @@ class ProcessSampler:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop sampling and wait for the thread (bounded by the nvidia-smi timeout)."""
+        """Stop sampling, wait for the thread (bounded by the nvidia-smi timeout), take a last sample.
+
+        The last sample covers the time since the one before (or since `start`), so a level shorter
+        than `interval_s` still gets its CPU and RAM instead of none.
+        """
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self.interval_s + 5.0)
+        thread, self._thread = self._thread, None
+        if thread is None or self.pid is None:
+            return
+        thread.join(timeout=self.interval_s + 5.0)
+        try:
+            self._sample(self.pid)
+        except Exception:  # as in _run: a lost sample is only a lost sample
+            logger.debug("resource sample failed", exc_info=True)
 
     def result(self) -> ResourceSamples:
         """The averages and maxima of the samples so far."""

@@ -77,6 +77,14 @@ def test_sampler_stops_promptly() -> None:
     assert time.monotonic() - start < 1.0
 
 
+def test_a_level_shorter_than_one_interval_still_gets_a_sample() -> None:
+    with ProcessSampler(psutil.Process().pid, interval_s=30.0) as sampler:
+        pass
+    result = sampler.result()
+    assert result.n == 1 and result.cpu_avg is not None
+    assert result.ram_avg_mb is not None and result.ram_avg_mb > 10  # this Python process
+
+
 def test_sampler_without_a_pid_records_nothing() -> None:
     with ProcessSampler(None) as sampler:
         time.sleep(0.3)
