@@ -218,7 +218,7 @@ async def list_results(
 )
 async def export_json(run_id: uuid.UUID, state: StateDep) -> Response:
     """results.json: the run with every level's full figures, the cold starts and the machine."""
-    return _file(state.settings, run_id, "results.json", "application/json")
+    return await _file(state.settings, run_id, "results.json", "application/json")
 
 
 @router.get(
@@ -229,7 +229,7 @@ async def export_json(run_id: uuid.UUID, state: StateDep) -> Response:
 )
 async def export_csv(run_id: uuid.UUID, state: StateDep) -> Response:
     """results.csv (RFC 4180): one row per model, scenario and concurrency level."""
-    return _file(state.settings, run_id, "results.csv", "text/csv; charset=utf-8")
+    return await _file(state.settings, run_id, "results.csv", "text/csv; charset=utf-8")
 
 
 @router.get(
@@ -240,7 +240,7 @@ async def export_csv(run_id: uuid.UUID, state: StateDep) -> Response:
 )
 async def chart(run_id: uuid.UUID, state: StateDep) -> Response:
     """Latency distribution per model, and output tokens/s against concurrency."""
-    return _file(state.settings, run_id, "chart.png", "image/png", attachment=False)
+    return await _file(state.settings, run_id, "chart.png", "image/png", attachment=False)
 
 
 @router.get(
@@ -251,7 +251,7 @@ async def chart(run_id: uuid.UUID, state: StateDep) -> Response:
 )
 async def summary(run_id: uuid.UUID, state: StateDep) -> Response:
     """The Markdown summary comparing the run's models side by side."""
-    return _file(state.settings, run_id, "summary.md", "text/markdown; charset=utf-8", attachment=False)
+    return await _file(state.settings, run_id, "summary.md", "text/markdown; charset=utf-8", attachment=False)
 
 
 @router.get("/benchmarks/runs/{run_id}/logs", operation_id="benchmark_logs")
@@ -349,7 +349,14 @@ async def _reconciled(settings: Settings, run: BenchmarkRunInfo) -> BenchmarkRun
     return await asyncio.to_thread(mark)
 
 
-def _file(settings: Settings, run_id: uuid.UUID, name: str, media: str, attachment: bool = True) -> Response:
+async def _file(
+    settings: Settings, run_id: uuid.UUID, name: str, media: str, attachment: bool = True
+) -> Response:
+    """One of a run's files; the registry lookup and the read run off the event loop, as every route's do."""
+    return await asyncio.to_thread(_read_file, settings, run_id, name, media, attachment)
+
+
+def _read_file(settings: Settings, run_id: uuid.UUID, name: str, media: str, attachment: bool) -> Response:
     run = _get(settings, run_id)
     path: Path = settings.home / "benchmarks" / str(run_id) / name
     if not path.is_file():
