@@ -15,41 +15,8 @@ from core.registry import Registry
 from core.settings import get_settings
 from flows.finetune import FinetuneParams, finetune_flow
 from tasks.finetune.run import PROGRESS_KEY
+from tests.helpers.datasets import EVAL, NAMES, conversation, write_dataset
 from tests.helpers.tinymodel import make_tiny_base, recite
-
-_NAMES = [
-    "load",
-    "save",
-    "parse",
-    "render",
-    "merge",
-    "split",
-    "count",
-    "check",
-    "build",
-    "write",
-    "read",
-    "scan",
-]
-
-
-def _conversation(name: str) -> list[dict[str, str]]:
-    return [
-        {"role": "user", "content": f"Where is `{name}_config` defined?"},
-        {"role": "assistant", "content": f"`{name}_config` is defined in core/{name}.py."},
-    ]
-
-
-_EVAL = [
-    [
-        {"role": "user", "content": "What does the inventory module compute?"},
-        {"role": "assistant", "content": "It sums the quantity of every item in a bucket."},
-    ],
-    [
-        {"role": "user", "content": "Which file defines the command line?"},
-        {"role": "assistant", "content": "cli/main.py builds the typer app."},
-    ],
-]
 
 
 @pytest.fixture(scope="module")
@@ -57,27 +24,14 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A tiny base that recites the eval answers: clear top-1 winners for the parity check."""
     root = tmp_path_factory.mktemp("flowmodel")
     base = make_tiny_base(root / "base", root / "cache")
-    recite(base, _EVAL)  # the eval split: the parity prompts
+    recite(base, EVAL)  # the eval split: the parity prompts
     return base, root / "cache"
 
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny: tuple[Path, Path]) -> Iterator[Path]:
     base, cache = tiny
-    data = tmp_path / "data"
-    data.mkdir()
-    for split, conversations in (("train", [_conversation(n) for n in _NAMES]), ("eval", _EVAL)):
-        rows = [
-            {
-                "messages": messages,
-                "meta": {"task": "locate", "source_path": f"{split}/m{n}.py", "lines": [1, 3],
-                         "commit": "a" * 40,
-                         "lang": "python", "split": split},
-            }
-            for n, messages in enumerate(conversations)
-        ]  # fmt: skip
-        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (data / "stats.json").write_text(json.dumps({"commit": "a" * 40}))
+    write_dataset(tmp_path / "data", {"train": [conversation(n) for n in NAMES], "eval": EVAL})
     profile = tmp_path / "tiny.yaml"
     profile.write_text(
         "# forgeflow finetune --profile tiny.yaml\nrank: 8\nalpha: 16\nlearning_rate: 5.0e-3\n"
@@ -88,8 +42,8 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny: tuple[Path, Path]
         "FORGEFLOW_HOME": str(tmp_path / "ws"),
         "FORGEFLOW_BASE_MODEL": str(base),
         "FORGEFLOW_VALIDATION__MIN_SAMPLES": "5",
-        "FORGEFLOW_EVALUATE__GENERATION_SAMPLES": "2",
-        "FORGEFLOW_EVALUATE__MAX_NEW_TOKENS": "8",
+        "FORGEFLOWEVALUATE__GENERATION_SAMPLES": "2",
+        "FORGEFLOWEVALUATE__MAX_NEW_TOKENS": "8",
         "FORGEFLOW_EXPORT__QUANTS": '["f16", "q8_0"]',
         "FORGEFLOW_EXPORT__PARITY_PROMPTS": "2",
         "FORGEFLOW_EXPORT__PARITY_TOKENS": "16",

@@ -6,7 +6,6 @@ whole retrain (train → evaluate → export f16 → parity → promote → depl
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,40 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.helpers.datasets import EVAL, NAMES, conversation, write_dataset
 from tests.helpers.stack import Stack, running_stack
 from tests.helpers.tinymodel import make_tiny_base, recite
-
-NAMES = [
-    "load",
-    "save",
-    "parse",
-    "render",
-    "merge",
-    "split",
-    "count",
-    "check",
-    "build",
-    "write",
-    "read",
-    "scan",
-]
-EVAL = [
-    [
-        {"role": "user", "content": "What does the inventory module compute?"},
-        {"role": "assistant", "content": "It sums the quantity of every item in a bucket."},
-    ],
-    [
-        {"role": "user", "content": "Which file defines the command line?"},
-        {"role": "assistant", "content": "cli/main.py builds the typer app."},
-    ],
-]
-
-
-def conversation(name: str) -> list[dict[str, str]]:
-    return [
-        {"role": "user", "content": f"Where is `{name}_config` defined?"},
-        {"role": "assistant", "content": f"`{name}_config` is defined in core/{name}.py."},
-    ]
 
 
 @pytest.fixture(scope="session")
@@ -65,20 +33,7 @@ def job_base(jobs_root: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def job_dataset(jobs_root: Path) -> Path:
-    data = jobs_root / "dataset"
-    data.mkdir()
-    for split, conversations in (("train", [conversation(n) for n in NAMES]), ("eval", EVAL)):
-        rows = [
-            {
-                "messages": messages,
-                "meta": {"task": "locate", "source_path": f"{split}/m{n}.py", "lines": [1, 3],
-                         "commit": "a" * 40, "lang": "python", "split": split},
-            }
-            for n, messages in enumerate(conversations)
-        ]  # fmt: skip
-        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (data / "stats.json").write_text(json.dumps({"commit": "a" * 40}))
-    return data
+    return write_dataset(jobs_root / "dataset", {"train": [conversation(n) for n in NAMES], "eval": EVAL})
 
 
 @pytest.fixture(scope="session")

@@ -8,39 +8,31 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.helpers.datasets import EVAL, NAMES, conversation, write_dataset
 from tests.helpers.stack import Stack
 from tests.helpers.tinymodel import make_tiny_base
-from tests.jobs.conftest import EVAL, NAMES, conversation, fine_tune
+from tests.jobs.conftest import fine_tune
 
 
 @pytest.fixture(scope="module")
 def learnable(jobs_root: Path) -> tuple[Path, Path]:
     """A fresh (unrecited) tiny base, and data whose train split holds the eval answers: learnable."""
     base = make_tiny_base(jobs_root / "fresh-base", jobs_root / "cache", seed=1)
-    data = jobs_root / "learnable"
-    data.mkdir()
     # the eval answers under reworded prompts: what the tuned model learns shows on the eval split
     train = [
         [{"role": "user", "content": f"{m[0]['content']} (question {i})"}, m[1]]
         for m in EVAL
         for i in range(8)
     ] + [conversation(n) for n in NAMES]
-    for split, conversations in (("train", train), ("eval", EVAL)):
-        rows = [
-            {
-                "messages": m,
-                "meta": {
-                    "task": "explain",
-                    "source_path": f"{split}/{i}.py",
-                    "lines": [1, 2],
-                    "commit": "b" * 40,
-                    "lang": "python",
-                    "split": split,
-                },
-            }
-            for i, m in enumerate(conversations)
-        ]
-        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = write_dataset(
+        jobs_root / "learnable",
+        {"train": train, "eval": EVAL},
+        task="explain",
+        commit="b" * 40,
+        lines=(1, 2),
+        source_path="{split}/{i}.py",
+        stats=False,
+    )
     return base, data
 
 
