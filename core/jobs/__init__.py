@@ -1,0 +1,1 @@
+"""Jobs: training flow runs of the `retrain/training` deployment, read and driven through Prefect."""

@@ -1,0 +1,1 @@
+"""The embedded stack: its parts (Prefect server, runner, API), their environment, and their supervisor."""
