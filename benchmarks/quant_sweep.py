@@ -33,7 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.base_models import materialize  # noqa: E402
-from core.benchmarks.params import BenchParams  # noqa: E402
+from core.bench.params import BenchParams  # noqa: E402
 from core.config import ServeConfig  # noqa: E402
 from core.registry import Registry  # noqa: E402
 from core.settings import Settings  # noqa: E402

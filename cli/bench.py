@@ -48,7 +48,7 @@ def bench(
     ignore_eos: Annotated[bool, typer.Option(help="generate exactly max tokens where supported")] = True,
 ) -> None:
     """Benchmark models through their OpenAI-compatible streaming endpoint; results go to the registry."""
-    from core.benchmarks.params import BenchParams
+    from core.bench.params import BenchParams
     from flows.benchmark import benchmark_flow
     from tasks.benchmark import run as stage
 

@@ -23,7 +23,7 @@ def monitor(
     ] = None,
 ) -> None:
     """Should this repository's assistant be retrained? (or record a training with --mark-trained)"""
-    from core.repos import resolve_repo
+    from core.repos.spec import resolve_repo
     from tasks.monitor.run import check_repo
     from tasks.monitor.run import mark_trained as mark
 
@@ -55,7 +55,7 @@ def extract(
 ) -> None:
     """Extract train/eval instruction samples from a repository's code, docs and history."""
     from core.budget import token_budget
-    from core.repos import resolve_repo
+    from core.repos.spec import resolve_repo
     from tasks.extract.run import extract_dataset
 
     def body() -> ExtractReport:

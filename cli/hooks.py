@@ -35,8 +35,8 @@ def install(
     ] = False,
 ) -> None:
     """Install post-commit and post-merge hooks (a bare repository: print a post-receive hook)."""
-    from core.hooks import install as install_hooks
-    from core.hooks import locate_repo, render_post_receive, server_url
+    from core.repos.hooks import install as install_hooks
+    from core.repos.hooks import locate_repo, render_post_receive, server_url
 
     def body() -> None:
         settings = get_settings()
@@ -61,8 +61,8 @@ def install(
 @hooks_app.command("uninstall")
 def uninstall(repo: HookRepoOpt = ".") -> None:
     """Remove forgeflow's block from the hooks; other hook content stays."""
-    from core.hooks import locate_repo
-    from core.hooks import uninstall as uninstall_hooks
+    from core.repos.hooks import locate_repo
+    from core.repos.hooks import uninstall as uninstall_hooks
 
     def body() -> None:
         target = locate_repo(repo, get_settings())
@@ -75,7 +75,7 @@ def uninstall(repo: HookRepoOpt = ".") -> None:
 @hooks_app.command("status")
 def status(repo: HookRepoOpt = ".") -> None:
     """Show which hooks hold forgeflow's block and the API they notify."""
-    from core.hooks import hook_states, locate_repo
+    from core.repos.hooks import hook_states, locate_repo
 
     def body() -> None:
         target = locate_repo(repo, get_settings())

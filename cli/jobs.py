@@ -17,7 +17,7 @@ import typer
 
 from cli.app import err, out, run
 from core.errors import ForgeflowError
-from core.jobs import job_dir
+from core.jobs.status import job_dir
 from core.paths import display
 from core.settings import Settings, get_settings
 

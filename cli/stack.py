@@ -20,7 +20,7 @@ from rich.table import Table
 from cli.app import err, out, run
 from core.errors import ForgeflowError
 from core.settings import Settings, get_settings
-from core.stack import read_state, stack_dir, stack_env, supervisor_pid
+from core.stack.supervisor import read_state, stack_dir, stack_env, supervisor_pid
 
 
 def up() -> None:
@@ -101,8 +101,8 @@ def status() -> None:
 
 def supervise() -> None:
     """(internal) The stack's supervisor: `forgeflow up` starts it."""
-    from core.stack import Supervisor
-    from flows.watchdog import Watchdog, sweep_stopped_jobs
+    from core.jobs.watchdog import Watchdog, sweep_stopped_jobs
+    from core.stack.supervisor import Supervisor
 
     settings = get_settings()
     watchdog = Watchdog(settings)

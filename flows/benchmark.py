@@ -13,8 +13,8 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import FlowRunContext
 
-from core.benchmarks.params import FLOW, BenchParams
-from core.hooks import server_url
+from core.bench.params import FLOW, BenchParams
+from core.repos.hooks import server_url
 from core.serving.process import die_with_parent
 from core.settings import get_settings
 from tasks.benchmark.run import BenchReport, benchmark_task

@@ -19,9 +19,9 @@ from typing import Any
 from prefect import serve
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 
-from core.benchmarks.params import DEPLOYMENT as BENCHMARK_DEPLOYMENT
-from core.benchmarks.params import TAG as BENCHMARK_TAG
-from core.jobs import JOB_TAG, MONITOR_DEPLOYMENT, TRAINING_DEPLOYMENT
+from core.bench.params import DEPLOYMENT as BENCHMARK_DEPLOYMENT
+from core.bench.params import TAG as BENCHMARK_TAG
+from core.jobs.status import JOB_TAG, MONITOR_DEPLOYMENT, TRAINING_DEPLOYMENT
 from core.settings import Settings
 from flows.benchmark import benchmark_flow
 from flows.monitor import monitor_repos

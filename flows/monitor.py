@@ -6,7 +6,7 @@ from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
-from core.jobs import DEPLOYMENT_PATH
+from core.jobs.status import DEPLOYMENT_PATH
 from core.settings import get_settings
 from tasks.monitor.run import monitor_repo_task
 

@@ -28,11 +28,18 @@ from prefect.variables import Variable
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.atomic import write_json
-from core.benchmarks.params import BenchParams
-from core.benchmarks.records import BenchReport
+from core.bench.params import BenchParams
+from core.bench.records import BenchReport
 from core.config import Method
 from core.errors import InputError
-from core.jobs import PROGRESS_KEY, job_dir, pause_variable, record_process, stage_progress, sweep_staging
+from core.jobs.status import (
+    PROGRESS_KEY,
+    job_dir,
+    pause_variable,
+    record_process,
+    stage_progress,
+    sweep_staging,
+)
 from core.reports import EvalReport, ExportReport, FinetuneReport, MonitorReport
 from core.serving.process import die_with_parent
 from core.settings import Settings, get_settings
@@ -203,7 +210,7 @@ def retrain(params: RetrainParams) -> RetrainReport:
             report.deployed = deploy_task(report.promote, settings, params.auto_deploy)
             report.status = "promoted"
             if plan.get("repo") and plan.get("commit"):
-                from core.repos import resolve_repo
+                from core.repos.spec import resolve_repo
 
                 mark_trained(resolve_repo(plan["repo"], settings), plan["commit"], settings)
         else:

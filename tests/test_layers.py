@@ -79,28 +79,59 @@ def build_graph(root: Path, packages: tuple[str, ...] = PACKAGES) -> tuple[Graph
     return runtime, typing
 
 
+# core/'s subsystems (one package each) and the other subsystems each may import; every subsystem
+# may import the kernel (core/'s top-level modules), and the kernel imports no subsystem. The table
+# is docs/architecture.md's, and it must stay acyclic (checked below).
+SUBSYSTEMS: dict[str, frozenset[str]] = {
+    "registry": frozenset(),
+    "bench": frozenset({"registry"}),
+    "serving": frozenset({"registry"}),
+    "repos": frozenset(),
+    "jobs": frozenset(),
+    "stack": frozenset({"jobs", "serving"}),
+}
+
+
 def _layer(module: str) -> str:
-    """`tasks.<stage>` for a stage module, else the top-level package."""
+    """`tasks.<stage>` for a stage module, `core.<subsystem>` for a subsystem's, else the top package."""
     parts = module.split(".")
-    return ".".join(parts[:2]) if parts[0] == "tasks" and len(parts) > 1 else parts[0]
+    if len(parts) > 1 and (parts[0] == "tasks" or (parts[0] == "core" and parts[1] in SUBSYSTEMS)):
+        return ".".join(parts[:2])
+    return parts[0]
+
+
+def _core_rule(src: str, dst: str) -> str | None:
+    """The rule inside core/ that `src` importing `dst` breaks (both core layers), if any."""
+    if src == dst or dst == "core":
+        return None
+    if src == "core":
+        return "the kernel (core/*.py) imports no subsystem (core/<subsystem>/)"
+    mine, theirs = src.split(".")[1], dst.split(".")[1]
+    if theirs not in SUBSYSTEMS[mine]:
+        allowed = ", ".join(f"core/{s}/" for s in sorted(SUBSYSTEMS[mine])) or "no other subsystem"
+        return f"core/{mine}/ imports the kernel and {allowed} only"
+    return None
 
 
 def broken_rule(importer: str, imported: str) -> str | None:
     """The rule of ARCHITECTURE.md §2 that `importer` importing `imported` breaks, if any."""
     src, dst = _layer(importer), _layer(imported)
+    top = dst.split(".")[0]  # core/ as a whole, kernel and subsystems, for the layers above it
     if dst in UNSHIPPED:
         return f"nothing shipped imports {dst}/ (it is not in the wheel)"
     if dst == "cli" and src != "cli":
         return "nothing imports cli/ (except cli/ itself)"
-    if src == "core" and dst != "core":
+    if src.startswith("core") and top != "core":
         return "core/ imports only core/ (stdlib and libraries)"
-    if src.startswith("tasks.") and dst not in ("core", src):
+    if src.startswith("core"):
+        return _core_rule(src, dst)
+    if src.startswith("tasks.") and top != "core" and dst != src:
         return "tasks/<stage>/ imports only core/ and its own stage"
-    if src == "tasks" and not (dst == "core" or dst.startswith("tasks")):
+    if src == "tasks" and top not in ("core", "tasks"):
         return "tasks/ imports only core/ and tasks/"
-    if src == "flows" and not (dst in ("core", "flows") or dst.startswith("tasks")):
+    if src == "flows" and top not in ("core", "flows", "tasks"):
         return "flows/ imports only tasks/ and core/"
-    if src == "api" and dst not in ("core", "api"):
+    if src == "api" and top not in ("core", "api"):
         return "api/ imports only core/ and api/"
     return None
 
@@ -162,6 +193,24 @@ def test_the_project_has_no_import_circles_and_its_layers_point_down() -> None:
     assert not problems, f"{len(problems)} import problems:\n" + "\n".join(problems)
 
 
+def test_every_package_in_core_is_a_declared_subsystem_and_the_table_has_no_circle() -> None:
+    packages = {p.parent.name for p in (ROOT / "core").glob("*/__init__.py")}
+    assert packages == set(SUBSYSTEMS), "declare each core/ package in SUBSYSTEMS (and docs/architecture.md)"
+    assert circles({s: set(deps) for s, deps in SUBSYSTEMS.items()}) == []
+
+
+def test_the_subsystems_import_each_other_without_a_circle() -> None:
+    runtime, _ = build_graph(ROOT)
+    collapsed: Graph = {}
+    for importer, imported in runtime.items():
+        src = _layer(importer)
+        if src.startswith("core."):
+            collapsed.setdefault(src, set()).update(
+                d for d in map(_layer, imported) if d.startswith("core.") and d != src
+            )
+    assert circles(collapsed) == []
+
+
 @pytest.mark.parametrize(
     ("graph", "expected"),
     [
@@ -190,6 +239,15 @@ def test_the_project_has_no_import_circles_and_its_layers_point_down() -> None:
             ["core.reg.db → core.reg: no import circles"],
         ),
         ({"core.a": {"core.a"}}, ["core.a → core.a: no import circles"]),
+        (
+            {"core.budget": {"core.registry.registry"}},
+            ["core.budget → core.registry.registry: layering: the kernel"],
+        ),
+        (
+            {"core.registry.db": {"core.serving.hub"}},
+            ["core.registry.db → core.serving.hub: layering: core/registry/"],
+        ),
+        ({"core.jobs.runs": {"api.app"}}, ["core.jobs.runs → api.app: layering: core/ imports only core/"]),
     ],
 )
 def test_the_checker_reports_a_bad_graph(graph: Graph, expected: list[str]) -> None:
@@ -205,7 +263,9 @@ def test_the_checker_accepts_the_allowed_directions() -> None:
         "flows.finetune": {"tasks.finetune.run", "tasks.export.run", "core.settings"},
         "tasks.finetune.run": {"tasks.finetune.trainer", "core.config"},
         "core.registry": {"core.registry.registry"},  # __init__ re-exporting: fine while nothing points back
-        "core.registry.registry": {"core.registry.db"},
+        "core.registry.registry": {"core.registry.db", "core.settings"},
+        "core.bench.store": {"core.registry.db", "core.errors"},
+        "core.stack.supervisor": {"core.jobs.status", "core"},
     }
     assert violations(graph, {"core.a": {"core.b"}}) == []
 

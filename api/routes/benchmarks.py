@@ -20,7 +20,6 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from api import jobs
 from api.deps import StateDep
 from api.errors import RESPONSES
 from api.routes.jobs import IdempotencyKey
@@ -39,13 +38,13 @@ from api.schemas.benchmarks import (
     SuiteList,
     SystemStats,
 )
-from core import orchestrator
-from core.benchmarks.params import DEPLOYMENT_PATH, TAG, BenchParams, prepare
-from core.benchmarks.records import BenchReport
-from core.benchmarks.suites import load_suite, suite_names
+from core.bench.params import DEPLOYMENT_PATH, TAG, BenchParams, prepare
+from core.bench.records import BenchReport
+from core.bench.store import BenchmarkResultInfo, BenchmarkRunInfo, BenchmarkRunNotFound, BenchmarkStore
+from core.bench.suites import load_suite, suite_names
 from core.errors import ForgeflowError, InputError
-from core.registry.benchmarks import BenchmarkResultInfo, BenchmarkRunInfo, BenchmarkStore
-from core.registry.errors import BenchmarkRunNotFound
+from core.jobs import orchestrator
+from core.jobs import runs as job_runs
 from core.settings import Settings
 
 router = APIRouter(tags=["benchmarks"], responses=RESPONSES)
@@ -113,7 +112,7 @@ async def run_benchmark(body: RunRequest, state: StateDep, key: IdempotencyKey =
     settings = state.settings
     params = _params(body)
     suite, models = await asyncio.to_thread(prepare, params, settings)
-    run = await jobs.create_flow_run(
+    run = await job_runs.create_flow_run(
         DEPLOYMENT_PATH, params.model_dump(mode="json", exclude_none=True), tags=[TAG], idempotency_key=key
     )
     run_id = str(run.id)
@@ -260,14 +259,14 @@ async def logs(
 ) -> LogList:
     """The flow run's log lines, oldest first (from Prefect, as the UI shows them)."""
     await asyncio.to_thread(_get, state.settings, run_id)
-    jobs._client()  # noqa: SLF001  (503 without a Prefect server)
+    job_runs._client()  # noqa: SLF001  (503 without a Prefect server)
     try:
         found = await orchestrator.post(
             "/logs/filter",
             {"logs": {"flow_run_id": orchestrator.any_of([run_id])}, "sort": "TIMESTAMP_ASC", "limit": limit},
         )
     except httpx.HTTPError as exc:
-        raise jobs.NoRunner(f"the Prefect server does not answer ({type(exc).__name__})") from None
+        raise job_runs.NoRunner(f"the Prefect server does not answer ({type(exc).__name__})") from None
     return LogList(
         logs=[
             LogEntry(

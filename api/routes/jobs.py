@@ -15,7 +15,6 @@ from uuid import UUID
 
 from fastapi import APIRouter, Header, Query
 
-from api import jobs
 from api.deps import StateDep
 from api.errors import RESPONSES
 from api.schemas.jobs import (
@@ -28,9 +27,10 @@ from api.schemas.jobs import (
 )
 from core.base_models import check_base_model
 from core.errors import InputError, PathNotAllowed
-from core.jobs import JobStatus, job_dir
+from core.jobs import runs
+from core.jobs.status import JobStatus, job_dir
 from core.paths import display
-from core.repos import parse_repo_spec
+from core.repos.spec import parse_repo_spec
 from core.settings import Settings, config_file
 
 router = APIRouter(tags=["jobs"], responses=RESPONSES)
@@ -45,8 +45,8 @@ async def create_fine_tune(body: FineTuneRequest, state: StateDep, key: Idempote
     """Queue a training job; `GET /status/{job_id}` follows it (so does the Prefect UI)."""
     settings = state.settings
     params = await asyncio.to_thread(_checked_params, body, settings)
-    run = await jobs.create_job(params, trigger="fine-tune", idempotency_key=key)
-    status = await jobs.job_status(run.id)
+    run = await runs.create_job(params, trigger="fine-tune", idempotency_key=key)
+    status = await runs.job_status(run.id)
     return JobCreated(
         job_id=str(run.id), status=status["status"], message=f"job {run.name} {status['status']}"
     )
@@ -99,7 +99,7 @@ def confined(path: Path, settings: Settings, what: str) -> Path:
 @router.get("/status/{job_id}", operation_id="job_status")
 async def job_status(job_id: UUID) -> JobStatusReply:
     """The job as Prefect sees it: state, stage, progress, epoch, step, loss, queue position."""
-    return JobStatusReply(**await jobs.job_status(job_id))
+    return JobStatusReply(**await runs.job_status(job_id))
 
 
 @router.get("/jobs", operation_id="list_jobs")
@@ -109,7 +109,7 @@ async def list_jobs(
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
 ) -> JobPage:
     """Jobs, newest first."""
-    found, total = await jobs.list_jobs(status, page, limit)
+    found, total = await runs.list_jobs(status, page, limit)
     return JobPage(
         jobs=[JobStatusReply(**j) for j in found],
         total=total,
@@ -121,10 +121,10 @@ async def list_jobs(
 @router.post("/deploy/{job_id}", operation_id="deploy_job")
 async def deploy_job(job_id: UUID, state: StateDep) -> DeployReply:
     """Register the job's GGUF (once) and serve it now, as the active model."""
-    status = await jobs.job_status(job_id)
+    status = await runs.job_status(job_id)
     export = job_dir(state.settings, job_id) / "run" / "export"
     if status["status"] != "completed" or not (export / "export.json").is_file():
-        raise jobs.JobConflict(f"job {job_id} is {status['status']} and has no export to deploy yet")
+        raise runs.JobConflict(f"job {job_id} is {status['status']} and has no export to deploy yet")
     name = _project_name(status, state.settings, job_id)
     info = await asyncio.to_thread(_register_once, state, export, name)
     await state.hub.deploy(info)
@@ -161,12 +161,12 @@ def _project_name(status: dict[str, Any], settings: Settings, job_id: UUID) -> s
 @router.post("/validate/{job_id}", operation_id="validate_job")
 async def validate_job(job_id: UUID, state: StateDep) -> ValidateReply:
     """The job's evaluation against its base: passed, the real perplexity, where the report is."""
-    await jobs.read_job(job_id)  # 404 for an unknown job
+    await runs.read_job(job_id)  # 404 for an unknown job
     report = job_dir(state.settings, job_id) / "run" / "eval.json"
     try:
         data = json.loads(report.read_text())
     except (OSError, ValueError):
-        raise jobs.JobConflict(f"job {job_id} has not been evaluated yet") from None
+        raise runs.JobConflict(f"job {job_id} has not been evaluated yet") from None
     return ValidateReply(
         job_id=str(job_id),
         passed=bool(data["passed"]),

@@ -12,13 +12,13 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query
 
-from api import jobs
 from api.deps import StateDep
 from api.errors import RESPONSES
 from api.routes.jobs import IdempotencyKey
 from api.schemas.jobs import JobStatusReply, Plan, PlanStep, RetrainReply, RetrainRequest
+from core.jobs import runs
 from core.reports import MonitorReport
-from core.repos import parse_repo_spec
+from core.repos.spec import parse_repo_spec
 
 router = APIRouter(tags=["retrain"], responses=RESPONSES)
 STEP_NAMES = {
@@ -34,7 +34,7 @@ STEP_NAMES = {
 
 def _monitor(state: StateDep, spec: str) -> MonitorReport:
     if state.monitor is None:
-        raise jobs.NoRunner("this API was started without the monitor: start it with `forgeflow serve`")
+        raise runs.NoRunner("this API was started without the monitor: start it with `forgeflow serve`")
     return state.monitor(spec, state.settings)
 
 
@@ -45,7 +45,7 @@ async def retrain(body: RetrainRequest, state: StateDep, key: IdempotencyKey = N
     spec = body.project_path or body.repo_url
     assert spec is not None
     await asyncio.to_thread(parse_repo_spec, spec, settings)  # 4xx before anything else
-    estimates = await jobs.estimate_minutes()
+    estimates = await runs.estimate_minutes()
     plan = Plan(
         plan=[PlanStep(id=s, name=STEP_NAMES[s], estimated_minutes=m) for s, m in estimates.items()],
         estimated_duration_minutes=round(sum(estimates.values()), 2),
@@ -64,7 +64,7 @@ async def retrain(body: RetrainRequest, state: StateDep, key: IdempotencyKey = N
         "auto_deploy": body.auto_deploy,
         "trigger": body.trigger,
     }
-    run = await jobs.create_job(
+    run = await runs.create_job(
         {k: v for k, v in params.items() if v is not None}, trigger=body.trigger, idempotency_key=key
     )
     return RetrainReply(triggered=True, reason=reason, plan=plan, job_id=str(run.id))
@@ -81,16 +81,16 @@ async def retrain_monitor(
 @router.post("/v1/retrain/{job_id}/pause", operation_id="pause_job")
 async def pause(job_id: UUID) -> JobStatusReply:
     """Pause at the next task boundary (in training: the next step, after saving a checkpoint)."""
-    return JobStatusReply(**await jobs.pause_job(job_id))
+    return JobStatusReply(**await runs.pause_job(job_id))
 
 
 @router.post("/v1/retrain/{job_id}/resume", operation_id="resume_job")
 async def resume(job_id: UUID) -> JobStatusReply:
     """Resume a paused job, or a crashed one: training continues from its last checkpoint."""
-    return JobStatusReply(**await jobs.resume_job(job_id))
+    return JobStatusReply(**await runs.resume_job(job_id))
 
 
 @router.post("/v1/retrain/{job_id}/cancel", operation_id="cancel_job")
 async def cancel(job_id: UUID) -> JobStatusReply:
     """Stop the job; nothing half-written is left (outputs are published atomically, leftovers swept)."""
-    return JobStatusReply(**await jobs.cancel_job(job_id))
+    return JobStatusReply(**await runs.cancel_job(job_id))

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.benchmarks.params import ModelRef
+from core.bench.params import ModelRef
 
 Level = Annotated[int, Field(ge=1, le=256)]
 

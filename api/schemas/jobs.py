@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.config import Method
-from core.jobs import JobStatus
+from core.jobs.status import JobStatus
 
 ProjectName = Field(None, pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", description="registry name of the model")
 

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.benchmarks.suites import Suite, conversations, load_suite, with_overrides
+from core.bench.suites import Suite, conversations, load_suite, with_overrides
 from core.errors import InputError
 from core.registry import Registry
 from core.registry.errors import ModelNotFound

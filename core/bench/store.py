@@ -18,11 +18,10 @@ from sqlalchemy import func, inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.benchmarks.records import ScenarioResult
+from core.bench.records import ScenarioResult
 from core.errors import InputError
 from core.registry.db import WRITE, open_engine
-from core.registry.errors import BenchmarkRunNotFound
-from core.registry.snapshots import _aware
+from core.registry.snapshots import aware
 from core.registry.tables import BenchmarkResult, BenchmarkRun, utcnow
 from core.settings import Settings
 
@@ -34,7 +33,11 @@ TERMINAL: tuple[str, ...] = ("completed", "partial", "failed", "cancelled")
 RANKED: tuple[str, ...] = ("completed", "partial")  # runs whose results count for the best figures
 ERROR_CHARS = 1024  # the width of the error column
 MAX_LIMIT = 200  # runs per page: what GET /benchmarks/runs accepts
-UtcDatetime = Annotated[datetime, AfterValidator(_aware)]
+UtcDatetime = Annotated[datetime, AfterValidator(aware)]
+
+
+class BenchmarkRunNotFound(InputError, status=404, code="BENCHMARK_RUN_NOT_FOUND"):
+    """No benchmark run by that id."""
 
 
 class BenchmarkRunInfo(BaseModel):

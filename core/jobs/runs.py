@@ -17,9 +17,9 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled, Cancelling, Scheduled, State
 
-from core import orchestrator
 from core.errors import ForgeflowError
-from core.jobs import (
+from core.jobs import orchestrator
+from core.jobs.status import (
     DEPLOYMENT_PATH,
     JOB_TAG,
     PROGRESS_KEY,

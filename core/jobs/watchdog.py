@@ -16,8 +16,8 @@ from uuid import UUID
 from prefect.client.orchestration import get_client
 from prefect.states import Crashed
 
-from core import orchestrator
-from core.jobs import TRAINING_DEPLOYMENT, job_dir, process_gone, sweep_staging
+from core.jobs import orchestrator
+from core.jobs.status import TRAINING_DEPLOYMENT, job_dir, process_gone, sweep_staging
 from core.settings import Settings
 
 log = logging.getLogger(__name__)

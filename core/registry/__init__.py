@@ -3,13 +3,13 @@
 `tables` (ORM rows) and `db` (engine) are private to the package; `snapshots` are the pydantic
 views that leave it; `queries` are the reads shared by the registry's operations; `store` is the
 content-addressed artifact store; `sources` inspects what a user asks to register; `migrations`
-are Alembic's; `benchmarks` keeps benchmark runs and their results in the same database. Callers
+are Alembic's (`core.bench.store` keeps benchmark runs in the same database, through `db` and
+`tables`, which makes it the one caller outside the package that may use them). Callers
 use what this module exports; the name, version, alias and device patterns are among them, since
 the API's OpenAPI document states them too.
 """
 
-from core.registry.benchmarks import BenchmarkResultInfo, BenchmarkRunInfo, BenchmarkStore
-from core.registry.errors import AlreadyExists, BenchmarkRunNotFound, ModelNotFound, PathNotAllowed
+from core.registry.errors import AlreadyExists, ModelNotFound, PathNotAllowed
 from core.registry.registry import Registry
 from core.registry.snapshots import ALIAS, DEVICE, LATEST, NAME, SEMVER, ArtifactRef, ModelInfo, Page, Stats
 
@@ -21,10 +21,6 @@ __all__ = [
     "SEMVER",
     "AlreadyExists",
     "ArtifactRef",
-    "BenchmarkResultInfo",
-    "BenchmarkRunInfo",
-    "BenchmarkRunNotFound",
-    "BenchmarkStore",
     "ModelInfo",
     "ModelNotFound",
     "Page",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from core.errors import InputError, PathNotAllowed
 
-__all__ = ["AlreadyExists", "BenchmarkRunNotFound", "ModelNotFound", "PathNotAllowed"]
+__all__ = ["AlreadyExists", "ModelNotFound", "PathNotAllowed"]
 
 
 class ModelNotFound(InputError, status=404, code="MODEL_NOT_FOUND"):
@@ -13,7 +13,3 @@ class ModelNotFound(InputError, status=404, code="MODEL_NOT_FOUND"):
 
 class AlreadyExists(InputError, status=409, code="MODEL_EXISTS"):
     """That name and version is already registered."""
-
-
-class BenchmarkRunNotFound(InputError, status=404, code="BENCHMARK_RUN_NOT_FOUND"):
-    """No benchmark run by that id."""

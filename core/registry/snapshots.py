@@ -129,10 +129,10 @@ def to_info(row: ModelVersion, aliases: list[str], store_root: Path) -> ModelInf
         state=row.state, base_model=row.base_model, backend=row.backend,  # type: ignore[arg-type]
         source_repo=row.source_repo, source_commit=row.source_commit, dataset_hash=row.dataset_hash,
         config=row.config, metrics=row.metrics, artifacts=artifacts, aliases=aliases,
-        created_at=_aware(row.created_at), updated_at=_aware(row.updated_at), stats=stats,
+        created_at=aware(row.created_at), updated_at=aware(row.updated_at), stats=stats,
     )  # fmt: skip
 
 
-def _aware(when: datetime) -> datetime:
+def aware(when: datetime) -> datetime:
     """SQLite hands back naive datetimes: they were stored as UTC."""
     return when if when.tzinfo else when.replace(tzinfo=UTC)

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from core.atomic import atomic_open
 from core.errors import ForgeflowError, InputError
-from core.repos import parse_repo_spec
+from core.repos.spec import parse_repo_spec
 from core.settings import Settings
 
 BEGIN = "# >>> forgeflow >>>"

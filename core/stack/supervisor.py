@@ -106,7 +106,7 @@ def _polled(settings: Settings, since: float) -> bool:
     """This runner process polls for the training deployment's runs (Prefect records `last_polled`)."""
     from datetime import datetime
 
-    from core.jobs import DEPLOYMENT_PATH
+    from core.jobs.status import DEPLOYMENT_PATH
 
     try:
         reply = httpx.get(f"{prefect_api_url(settings)}/deployments/name/{DEPLOYMENT_PATH}", timeout=2)

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import orjson
 
-from core.benchmarks.records import RequestRecord
+from core.bench.records import RequestRecord
 
 Chat = list[dict[str, str]]
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from core.benchmarks.records import BenchReport
+from core.bench.records import BenchReport
 
 
 class SpeedGate(BaseModel):

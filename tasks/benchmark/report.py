@@ -12,7 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from core.atomic import atomic_open
-from core.benchmarks.records import Dist, RequestRecord, ScenarioResult
+from core.bench.records import Dist, RequestRecord, ScenarioResult
 
 _DISTS = ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms", "tokens_per_s")
 _STATS = ("mean", "p50", "p90", "p95", "p99")

@@ -34,16 +34,16 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from core.atomic import write_json, write_jsonl, write_text
-from core.benchmarks.params import BenchParams, check_base_url, is_loopback, prepare
-from core.benchmarks.records import BenchReport, ColdStart, RequestRecord, ScenarioResult, Targets
-from core.benchmarks.suites import Suite, conversations
+from core.bench.params import BenchParams, check_base_url, is_loopback, prepare
+from core.bench.records import BenchReport, ColdStart, RequestRecord, ScenarioResult, Targets
+from core.bench.store import BenchmarkStore
+from core.bench.suites import Suite, conversations
 from core.errors import ForgeflowError
 from core.gguf import inspect_gguf
-from core.hooks import server_url
 from core.paths import display
 from core.registry import Registry
-from core.registry.benchmarks import BenchmarkStore
 from core.registry.errors import ModelNotFound
+from core.repos.hooks import server_url
 from core.serving.process import llama_server_binary
 from core.settings import Settings
 from tasks.benchmark.client import Load, Target, body_for, measure, run_load

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from core.benchmarks.records import PERCENTILES, CrossCheck, Dist, RequestRecord, ScenarioResult, Targets
+from core.bench.records import PERCENTILES, CrossCheck, Dist, RequestRecord, ScenarioResult, Targets
 
 
 class ResourceSamples(BaseModel):

@@ -30,7 +30,7 @@ from core.config import TrainConfig
 from core.cpu import apply_training_budget
 from core.errors import InputError
 from core.hashing import config_sha256, dataset_sha256
-from core.jobs import describe_training
+from core.jobs.status import describe_training
 from core.reports import FinetuneReport
 from core.settings import Settings, config_file, config_names, get_settings
 from core.trained import MANIFEST

@@ -18,7 +18,7 @@ from core.atomic import write_json
 from core.config import MonitorConfig
 from core.errors import ForgeflowError, InputError
 from core.reports import MonitorMetrics, MonitorReport
-from core.repos import RepoHandle, resolve_repo
+from core.repos.spec import RepoHandle, resolve_repo
 from core.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from core.hooks import BEGIN
+from core.repos.hooks import BEGIN
 from tests.helpers.cli import assert_one_clean_line, run
 from tests.helpers.gitrepo import commit
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from core.base_models import materialize
-from core.benchmarks.params import BenchParams
+from core.bench.params import BenchParams
 from core.config import ServeConfig
 from core.registry import Registry
 from core.settings import Settings

@@ -79,7 +79,7 @@ def test_failed_validation_fails_the_run_naming_the_expectation(env: Path, make_
 
 
 def test_only_if_changed_stops_after_the_monitor_when_up_to_date(env: Path, make_repo) -> None:
-    from core.repos import resolve_repo
+    from core.repos.spec import resolve_repo
     from tasks.monitor.run import mark_trained
 
     repo = make_repo({f"inventory/m{i}.py": _module(i) for i in range(3)})

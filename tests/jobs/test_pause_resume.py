@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.jobs import process_gone
+from core.jobs.status import process_gone
 from tests.helpers.stack import Stack
 from tests.jobs.conftest import fine_tune
 

@@ -11,9 +11,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine
 
-from core.benchmarks.records import Dist, ScenarioResult
+from core.bench.records import Dist, ScenarioResult
+from core.bench.store import BenchmarkRunNotFound, BenchmarkStore
 from core.errors import InputError
-from core.registry import BenchmarkRunNotFound, BenchmarkStore, Registry
+from core.registry import Registry
 from core.registry.tables import Base
 from core.settings import Settings
 

@@ -11,7 +11,7 @@ from uuid import uuid4
 
 import pytest
 
-from core.jobs import (
+from core.jobs.status import (
     describe_training,
     job_dir,
     parse_training,

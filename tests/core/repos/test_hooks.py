@@ -1,4 +1,4 @@
-"""Git hooks (core/hooks.py) in real repositories: real commits, merges and pushes fire them, and a
+"""Git hooks (core/repos/hooks.py) in real repositories: real commits, merges and pushes fire them, and a
 real HTTP server on a free port records what they POST; a down or hanging API never holds git up."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from core.errors import InputError
-from core.hooks import (
+from core.repos.hooks import (
     BEGIN,
     END,
     hook_states,

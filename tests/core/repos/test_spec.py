@@ -11,7 +11,7 @@ import pytest
 
 from core.config import MonitorConfig
 from core.errors import ForgeflowError, InputError
-from core.repos import _network_failure, git_options, parse_repo_spec, resolve_repo
+from core.repos.spec import _network_failure, git_options, parse_repo_spec, resolve_repo
 from core.settings import Settings
 from tests.helpers.gitrepo import commit, git
 

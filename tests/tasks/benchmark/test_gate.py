@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from core.benchmarks.records import BenchReport, Dist, ScenarioResult
+from core.bench.records import BenchReport, Dist, ScenarioResult
 from tasks.benchmark.gate import speed_gate
 
 

@@ -6,7 +6,7 @@ import csv
 import io
 from pathlib import Path
 
-from core.benchmarks.records import RequestRecord, ScenarioResult
+from core.bench.records import RequestRecord, ScenarioResult
 from tasks.benchmark.report import CSV_COLUMNS, markdown_summary, render_chart, to_csv
 from tasks.benchmark.stats import summarize
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from core.benchmarks.params import BenchParams, RemoteNotAllowed, check_base_url, prepare
-from core.benchmarks.suites import SuiteNotFound, load_suite, parse_suite
+from core.bench.params import BenchParams, RemoteNotAllowed, check_base_url, prepare
+from core.bench.store import BenchmarkStore
+from core.bench.suites import SuiteNotFound, load_suite, parse_suite
 from core.errors import InputError
-from core.registry.benchmarks import BenchmarkStore
 from core.registry.errors import ModelNotFound
 from core.serving.process import llama_server_binary
 from core.settings import Settings

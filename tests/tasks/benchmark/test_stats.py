@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from core.benchmarks.records import RequestRecord, ScenarioResult, Targets
+from core.bench.records import RequestRecord, ScenarioResult, Targets
 from tasks.benchmark.stats import ResourceSamples, distribution, summarize
 
 

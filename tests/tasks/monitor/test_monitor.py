@@ -12,7 +12,7 @@ import pytest
 
 from core.config import MonitorConfig
 from core.errors import ForgeflowError, InputError
-from core.repos import RepoHandle, resolve_repo
+from core.repos.spec import RepoHandle, resolve_repo
 from core.settings import Settings
 from tasks.monitor.run import check_repo, last_trained_commit, mark_trained, monitor_repo_task, state_path
 from tests.helpers.gitrepo import commit, git
