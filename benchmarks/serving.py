@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import dataclasses
 import functools
 import hashlib
@@ -69,6 +68,7 @@ sys.path.insert(0, str(ROOT))
 
 from core.base_models import embedded_gguf  # noqa: E402
 from core.errors import InputError  # noqa: E402
+from core.processes import die_with_parent_preexec  # noqa: E402
 
 FORGEFLOW = ROOT / ".venv/bin/forgeflow"
 TOPICS = [
@@ -88,7 +88,6 @@ MODES = {"non_stream": False, "stream": True}
 SIDES = ("direct", "forgeflow")  # forgeflow's own llama.cpp server, and forgeflow in front of it
 # llama_cpp.server reads these (and every other field of its Settings) from the environment
 BASELINE_ENV = {"HOST", "PORT", "API_KEY", "CONFIG_FILE", "MODEL"}
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 Result = dict[str, Any]
 
 
@@ -219,13 +218,6 @@ def _summary(results: list[Result], seconds: float) -> Result:
     return summary
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """In the child, before exec: SIGKILL it if this benchmark dies without cleaning up."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent_pid:
-        os._exit(1)
-
-
 class Servers:
     """The processes this benchmark starts, in a temporary workspace: each is stopped when its part
     is done, any left on exit (Ctrl-C included)."""
@@ -247,7 +239,7 @@ class Servers:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=functools.partial(_die_with_parent, os.getpid()),
+                preexec_fn=functools.partial(die_with_parent_preexec, os.getpid()),
                 start_new_session=True,  # a Ctrl-C is ours to handle: we stop the servers in order
             )
         return self.procs[name]

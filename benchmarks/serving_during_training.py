@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import functools
 import json
 import math
@@ -55,7 +54,6 @@ ROOT = Path(__file__).resolve().parents[1]
 FORGEFLOW = ROOT / ".venv" / "bin" / "forgeflow"
 PHASES = ("idle", "idle_shared", "train", "train_shared")
 MODEL_NAME = "champion"
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 SUBJECTS = [
     "a git rebase",
     "reversing a string in Python",
@@ -182,14 +180,10 @@ def _client() -> httpx.AsyncClient:
 # --- processes ---
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """In the child, before exec: SIGKILL it if this benchmark dies without cleaning up."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent_pid:
-        os._exit(1)
-
-
 def start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    sys.path.insert(0, str(ROOT))
+    from core.processes import die_with_parent_preexec
+
     with log.open("wb") as out:
         return subprocess.Popen(
             argv,
@@ -198,7 +192,7 @@ def start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            preexec_fn=functools.partial(_die_with_parent, os.getpid()),
+            preexec_fn=functools.partial(die_with_parent_preexec, os.getpid()),
             start_new_session=True,
         )
 

@@ -10,15 +10,14 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import typer
 from rich.table import Table
 
 from cli.app import err, out, run
 from core.errors import ForgeflowError
+from core.processes import forgeflow_command
 from core.settings import Settings, get_settings
 from core.stack.supervisor import read_state, stack_dir, stack_env, supervisor_pid
 
@@ -37,11 +36,12 @@ def up() -> None:
         (directory / "state.json").unlink(missing_ok=True)
         with (directory / "supervisor.log").open("ab") as log:
             proc = subprocess.Popen(
-                [*_forgeflow(), "supervise"],
+                forgeflow_command("supervise"),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=stack_env(settings),
+                cwd=settings.home,  # the workspace: the user's directory is never on the stack's path
                 start_new_session=True,  # the stack outlives this command, not the other way round
             )
         deadline = time.monotonic() + settings.jobs.start_timeout_s * 2
@@ -123,11 +123,6 @@ def runner() -> None:
     from flows.deployments import serve_deployments
 
     serve_deployments(get_settings())
-
-
-def _forgeflow() -> list[str]:
-    script = Path(sys.executable).with_name("forgeflow")
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "cli.main"]
 
 
 def _stop(settings: Settings, pid: int) -> None:

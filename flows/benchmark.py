@@ -14,8 +14,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import FlowRunContext
 
 from core.bench.params import FLOW, BenchParams
+from core.processes import die_with_parent
 from core.repos.hooks import server_url
-from core.serving.process import die_with_parent
 from core.settings import get_settings
 from tasks.benchmark.run import BenchReport, benchmark_task
 

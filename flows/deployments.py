@@ -18,6 +18,7 @@ from typing import Any
 
 from prefect import serve
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.deployments.runner import EntrypointType
 
 from core.bench.params import DEPLOYMENT as BENCHMARK_DEPLOYMENT
 from core.bench.params import TAG as BENCHMARK_TAG
@@ -30,8 +31,12 @@ from flows.retrain import retrain
 
 def deployments(settings: Settings) -> list[Any]:
     """The runner deployments, configured from settings."""
+    # flow runs import their flow by module name, like every forgeflow process: never a file path
+    # relative to the runner's directory (the workspace), and never the user's same-named package
+    by_module = EntrypointType.MODULE_PATH
     training = retrain.to_deployment(
         name=TRAINING_DEPLOYMENT,
+        entrypoint_type=by_module,
         tags=[JOB_TAG],
         description="every forgeflow training job; its concurrency limit is how many train at once",
         concurrency_limit=ConcurrencyLimitConfig(
@@ -40,6 +45,7 @@ def deployments(settings: Settings) -> list[Any]:
     )
     bench = benchmark_flow.to_deployment(
         name=BENCHMARK_DEPLOYMENT,
+        entrypoint_type=by_module,
         tags=[BENCHMARK_TAG],
         description="benchmark runs (`POST /benchmarks/run`): one at a time, models one after another",
         # two runs at once would measure each other on shared cores: the rest wait their turn
@@ -53,6 +59,7 @@ def deployments(settings: Settings) -> list[Any]:
         found.append(
             monitor_repos.to_deployment(
                 name=MONITOR_DEPLOYMENT,
+                entrypoint_type=by_module,
                 interval=timedelta(minutes=minutes),
                 description="check the watched repos; start a training job where the monitor says so",
             )

@@ -40,8 +40,8 @@ from core.jobs.status import (
     stage_progress,
     sweep_staging,
 )
+from core.processes import die_with_parent
 from core.reports import EvalReport, ExportReport, FinetuneReport, MonitorReport
-from core.serving.process import die_with_parent
 from core.settings import Settings, get_settings
 from flows.benchmark import benchmark_flow
 from flows.finetune import record_lineage

@@ -88,7 +88,7 @@ SUBSYSTEMS: dict[str, frozenset[str]] = {
     "serving": frozenset({"registry"}),
     "repos": frozenset(),
     "jobs": frozenset(),
-    "stack": frozenset({"jobs", "serving"}),
+    "stack": frozenset({"jobs"}),
 }
 
 

@@ -168,7 +168,8 @@ def render_block(trigger: Trigger, server: str, python: str, timeout_s: float = 
         "    fi | curl -q -s -o /dev/null -K - -X POST -H 'Content-Type: application/json' \\",
         f'      --connect-timeout {connect:g} --max-time {timeout_s:g} --data-binary "$ff_body" "$ff_url"',
         '  elif [ -x "$ff_python" ]; then',
-        f'    "$ff_python" -c \'{_PY_NOTIFY}\' "$ff_url" "$ff_trigger" "$ff_path" {timeout_s:g}',
+        # -I: isolated, so nothing in the repository (a json/ or urllib/ of its own) shadows the stdlib
+        f'    "$ff_python" -I -c \'{_PY_NOTIFY}\' "$ff_url" "$ff_trigger" "$ff_path" {timeout_s:g}',
         "  fi",
         ") </dev/null >/dev/null 2>&1 &",
         END,

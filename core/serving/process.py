@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import functools
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -27,9 +25,9 @@ from pathlib import Path
 import httpx
 
 from core.paths import scrub_paths
+from core.processes import die_with_parent_preexec
 from core.serving.base import BackendError, BackendUnavailable
 
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 HOST = "127.0.0.1"
 LOG_TAIL_BYTES = 64 * 1024
 _LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
@@ -54,22 +52,6 @@ def child_env() -> dict[str, str]:
     """Our environment minus what llama-server would read as settings (LLAMA_ARG_*, LLAMA_API_KEY,
     its log options): only the command line configures it."""
     return {k: v for k, v in os.environ.items() if not k.upper().startswith("LLAMA_")}
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Runs in the child before exec: ask the kernel for SIGKILL when the parent goes away."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
-
-
-def die_with_parent() -> None:
-    """Ask the kernel to SIGKILL this process when its parent dies (a runner's flow-run process)."""
-    parent = os.getppid()
-    if parent == 1:
-        return  # already adopted by init: there is no parent to follow
-    _die_with_parent(parent)
 
 
 def meaningful_line(log: str) -> str:
@@ -111,7 +93,7 @@ class ServerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=child_env(),
-                preexec_fn=functools.partial(_die_with_parent, os.getpid()),
+                preexec_fn=functools.partial(die_with_parent_preexec, os.getpid()),
                 start_new_session=True,  # Ctrl-C in our terminal is ours to handle, not the servers'
             )
         return cls(popen, log_path, offset)

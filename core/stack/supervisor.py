@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,8 +21,8 @@ from typing import Any
 import httpx
 
 from core.atomic import write_json
-from core.serving.process import _die_with_parent
-from core.settings import Settings
+from core.processes import die_with_parent_preexec, forgeflow_command, python_command
+from core.settings import CONFIG_ENV, MAIN_CONFIG, Settings, config_file
 
 HOST = "127.0.0.1"
 STATE = "state.json"
@@ -40,11 +39,20 @@ def prefect_api_url(settings: Settings) -> str:
 
 
 def stack_env(settings: Settings) -> dict[str, str]:
-    """The environment every part gets: one Prefect server for all, one workspace, shared cores."""
+    """The environment every part gets: one Prefect server for all, one workspace, shared cores.
+
+    The parts run in the workspace, not in the directory `forgeflow up` ran in, so what that directory
+    decided is passed on explicitly: its main config file (and so the profiles beside it) and the
+    allowed roots as resolved there.
+    """
     env = dict(os.environ)
+    main = config_file(MAIN_CONFIG)
+    if main is not None:
+        env[CONFIG_ENV] = str(main.resolve())
     env.update(
         {
             "FORGEFLOW_HOME": str(settings.home),
+            "FORGEFLOW_ALLOWED_ROOTS": json.dumps([str(p) for p in settings.allowed_roots]),
             "PREFECT_API_URL": prefect_api_url(settings),
             "PREFECT_HOME": str(settings.home / "prefect"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -69,29 +77,14 @@ class Part:
 
 def parts(settings: Settings) -> list[Part]:
     """Prefect server, the runner serving forgeflow's deployments, the API (with its serving backend)."""
-    python = sys.executable
-    forgeflow = [python, "-m", "cli.main"]
     api = f"http://{settings.serve.host}:{settings.serve.port}"
-    ui = f"http://{HOST}:{settings.jobs.prefect_port}"
+    port = str(settings.jobs.prefect_port)
+    ui = f"http://{HOST}:{port}"
+    prefect = python_command("-m", "prefect", "server", "start", "--host", HOST, "--port", port)
     return [
-        Part(
-            "prefect",
-            [
-                python,
-                "-m",
-                "prefect",
-                "server",
-                "start",
-                "--host",
-                HOST,
-                "--port",
-                str(settings.jobs.prefect_port),
-            ],
-            ui,
-            lambda _since: _answers(f"{ui}/api/health"),
-        ),
-        Part("runner", [*forgeflow, "runner"], ui, lambda since: _polled(settings, since), after=["prefect"]),
-        Part("api", [*forgeflow, "serve"], api, lambda _since: _answers(f"{api}/health"), after=["prefect"]),
+        Part("prefect", prefect, ui, lambda _since: _answers(f"{ui}/api/health")),
+        Part("runner", forgeflow_command("runner"), ui, lambda t: _polled(settings, t), after=["prefect"]),
+        Part("api", forgeflow_command("serve"), api, lambda _t: _answers(f"{api}/health"), after=["prefect"]),
     ]
 
 
@@ -207,7 +200,8 @@ class Supervisor:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=stack_env(self.settings),
-                preexec_fn=functools.partial(_die_with_parent, os.getpid()),
+                preexec_fn=functools.partial(die_with_parent_preexec, os.getpid()),
+                cwd=self.settings.home,  # the workspace, never the directory `forgeflow up` ran in
                 start_new_session=True,
             )
 

@@ -20,7 +20,6 @@ import os
 import platform
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from core.bench.suites import Suite, conversations
 from core.errors import ForgeflowError
 from core.gguf import inspect_gguf
 from core.paths import display
+from core.processes import forgeflow_command
 from core.registry import Registry
 from core.registry.errors import ModelNotFound
 from core.repos.hooks import server_url
@@ -364,8 +364,9 @@ def _ephemeral_server(settings: Settings) -> Iterator[tuple[str, subprocess.Pope
     }
     with log.open("ab") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "serve"],
+            forgeflow_command("serve"),
             env=env,
+            cwd=settings.home,
             stdout=fh,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -7,7 +7,6 @@ import ctypes
 import logging
 import os
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
@@ -17,6 +16,7 @@ from core.atomic import write_text
 from core.errors import ForgeflowError
 from core.gguf import CorruptGGUF, GGUFSummary, check_loads, inspect_gguf
 from core.paths import display, scrub_paths
+from core.processes import python_command
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +53,10 @@ def convert_to_gguf(src: Path, target: Path, n_ctx: int = 512, name: str | None 
         ExportFailed: the converter failed (its last output lines are in the message) or wrote a bad file.
     """
     with _temp_beside(target) as tmp:
-        cmd = [sys.executable, "-m", CONVERTER_MODULE, "--outtype", "f16", "--outfile", str(tmp), str(src)]
-        if name:
-            cmd[3:3] = ["--model-name", name]
+        named = ["--model-name", name] if name else []
+        cmd = python_command(
+            "-m", CONVERTER_MODULE, *named, "--outtype", "f16", "--outfile", str(tmp), str(src)
+        )
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}  # the model is local: never reach the network
         proc = subprocess.run(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", env=env

@@ -23,6 +23,20 @@ FORGEFLOW = str(Path(sys.executable).with_name("forgeflow"))
 TERMINAL = ("completed", "failed", "cancelled", "crashed")
 
 
+SHADOWING = ("core", "api", "tasks", "flows", "cli")  # forgeflow's import names
+
+
+def shadowing_project(root: Path) -> Path:
+    """A user's project whose own `core/`, `api/`, `tasks/`, `flows/` and `cli/` raise on import."""
+    project = root / "user-project"
+    for name in SHADOWING:
+        (project / name).mkdir(parents=True, exist_ok=True)
+        (project / name / "__init__.py").write_text(
+            f"raise ImportError('the user project\\'s own {name}/ was imported instead of forgeflow\\'s')\n"
+        )
+    return project
+
+
 @dataclass
 class Stack:
     root: Path
@@ -30,10 +44,11 @@ class Stack:
     api: str
     prefect: str
     env: dict[str, str]
+    started_in: Path  # where `forgeflow up` ran: a project that shadows forgeflow's packages
 
-    def cli(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str, timeout: float = 600, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [FORGEFLOW, *args], env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+            [FORGEFLOW, *args], env=self.env, cwd=cwd, capture_output=True, text=True, timeout=timeout
         )
 
     def state(self) -> dict[str, Any]:
@@ -89,7 +104,11 @@ def stack_config(root: Path, extra: dict[str, Any] | None = None) -> Path:
 
 @contextlib.contextmanager
 def running_stack(root: Path, extra: dict[str, Any] | None = None) -> Iterator[Stack]:
-    """`forgeflow up` on free ports in `root/ws`; `forgeflow down` after, which must leave nothing."""
+    """`forgeflow up` on free ports in `root/ws`; `forgeflow down` after, which must leave nothing.
+
+    `up` runs in a user's project whose own packages shadow forgeflow's (`shadowing_project`): every
+    test on this stack is a test that nothing in the user's directory reaches forgeflow's processes.
+    """
     api_port, prefect_port = free_port(), free_port()
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "FORGEFLOW_"))
@@ -101,8 +120,9 @@ def running_stack(root: Path, extra: dict[str, Any] | None = None) -> Iterator[S
         "FORGEFLOW_JOBS__PREFECT_PORT": str(prefect_port),
         "FORGEFLOW_LOG_LEVEL": "INFO",
     }
-    stack = Stack(root, root / "ws", f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{prefect_port}", env)
-    started = stack.cli("up", timeout=600)
+    api, prefect = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{prefect_port}"
+    stack = Stack(root, root / "ws", api, prefect, env, shadowing_project(root))
+    started = stack.cli("up", timeout=600, cwd=stack.started_in)
     try:
         assert started.returncode == 0, f"{started.stdout}\n{started.stderr}\n{_logs(stack)}"
         yield stack

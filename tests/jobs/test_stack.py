@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import httpx
 
 from tests.helpers.gitrepo import commit, git
-from tests.helpers.stack import Stack
+from tests.helpers.stack import SHADOWING, Stack
 from tests.jobs.conftest import fine_tune
 
 
@@ -24,6 +26,24 @@ def test_a_second_up_reports_the_running_stack(stack: Stack) -> None:
     }
     status = stack.cli("status", timeout=60)
     assert status.returncode == 0 and "prefect" in status.stdout and "runner" in status.stdout
+
+
+def test_the_stack_answers_though_started_in_a_project_that_shadows_forgeflow(
+    stack: Stack, tmp_path: Path
+) -> None:
+    for name in SHADOWING:  # the project really shadows forgeflow for a plain `python -m` started there
+        shadowed = subprocess.run(
+            [sys.executable, "-c", f"import {name}"], cwd=stack.started_in, capture_output=True, text=True
+        )
+        assert shadowed.returncode != 0 and "was imported instead of forgeflow" in shadowed.stderr
+    parts = stack.state()["parts"]
+    assert set(parts) == {"prefect", "runner", "api"} and all(p["ready"] for p in parts.values())
+    assert httpx.get(f"{stack.api}/health", timeout=30).status_code == 200
+    for name, part in parts.items():  # each part works in the workspace, not where `up` ran
+        assert Path(f"/proc/{part['pid']}/cwd").resolve() == stack.home.resolve(), name
+    # the stack is the user's, not the directory's: `status` from anywhere else finds it
+    elsewhere = stack.cli("status", timeout=60, cwd=tmp_path)
+    assert elsewhere.returncode == 0 and "runner" in elsewhere.stdout, elsewhere.stderr
 
 
 def test_the_api_restarted_while_a_job_runs_still_knows_the_job(stack: Stack, job_dataset: Path) -> None:
