@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
+import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -52,6 +53,8 @@ def run(fn: Callable[[], T]) -> T:
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/yellow]")
         raise typer.Exit(130) from None
+    except (typer.Exit, click.exceptions.Exit):  # a command's own exit code, not an error
+        raise
     except Exception as exc:  # a bug of ours: say so in one line, keep the traceback for debugging
         if debug:
             raise

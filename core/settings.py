@@ -9,6 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+import platformdirs
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -41,10 +42,17 @@ def config_dirs() -> list[Path]:
 
     `./configs` (a project's own), then the `configs/` forgeflow was installed with: the source
     tree's for a checkout or editable install, `<prefix>/share/forgeflow/configs` for a wheel.
+    A main file named by FORGEFLOW_CONFIG puts its own folder first, so the profiles beside it are
+    found too: that is how the stack's processes, which run in the workspace, see the configuration of
+    the directory `forgeflow up` was run in.
     """
     source_tree = Path(__file__).resolve().parents[1] / "configs"
     installed = Path(sys.prefix) / "share" / "forgeflow" / "configs"
-    return [Path.cwd() / "configs", source_tree, installed]
+    dirs = [Path.cwd() / "configs", source_tree, installed]
+    explicit = os.environ.get(CONFIG_ENV)
+    if explicit and Path(explicit).is_file():
+        dirs.insert(0, Path(explicit).resolve().parent)
+    return dirs
 
 
 def config_file(relative: str) -> Path | None:
@@ -62,6 +70,11 @@ def config_names(folder: str) -> list[str]:
     return sorted({p.stem for d in config_dirs() for p in (d / folder).glob("*.yaml")})
 
 
+def default_home() -> Path:
+    """The per-user workspace: the platform's data directory (`~/.local/share/forgeflow` on Linux)."""
+    return Path(platformdirs.user_data_dir("forgeflow", appauthor=False))
+
+
 def _default_roots() -> list[Path]:
     return [Path.cwd(), Path.home(), Path(tempfile.gettempdir())]
 
@@ -73,7 +86,10 @@ class Settings(BaseSettings):
         env_prefix="FORGEFLOW_", env_nested_delimiter="__", extra="forbid", validate_default=True
     )
 
-    home: Path = Field(Path(".forgeflow"), description="workspace: caches, clones, registry, artifacts")
+    home: Path = Field(
+        default_factory=default_home,
+        description="workspace: jobs, models, registry, logs, caches (default: the user's data directory)",
+    )
     environment: Literal["development", "production"] = "development"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "WARNING", description="FORGEFLOW_LOG_LEVEL: what the CLI's log lines show"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +12,11 @@ import pytest
 from core.settings import Settings
 from tests.helpers.gitrepo import commit, git
 from tests.helpers.tinymodel import make_tiny_base
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A test session never touches the user's own workspace (the per-user data directory)."""
+    os.environ.setdefault("FORGEFLOW_HOME", tempfile.mkdtemp(prefix="forgeflow-test-home-"))
 
 
 @pytest.fixture

@@ -86,3 +86,10 @@ def test_bad_input_is_one_clear_line_and_exit_2(
     assert message in proc.stderr.lower() or message in proc.stderr
     assert_one_clean_line(proc, typed)
     assert not (tmp_path / "o").exists()
+
+
+def test_status_without_a_stack_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    proc = run(tmp_path, "status")
+    assert proc.returncode == 1
+    assert proc.stdout.strip() == "no stack is running: start it with `forgeflow up`"
+    assert proc.stderr == ""  # no "internal error: Exit: 1"

@@ -48,3 +48,35 @@ def test_the_shipped_config_file_is_valid(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("FORGEFLOW_CONFIG", str(root / "configs" / "forgeflow.yaml"))
     settings = Settings()
     assert settings.base_model == "smollm2-135m" and settings.extract.max_sample_chars == 6000
+
+
+def test_the_workspace_is_per_user_wherever_forgeflow_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FORGEFLOW_HOME", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv(
+        "FORGEFLOW_CONFIG", str(Path(__file__).resolve().parents[2] / "configs" / "forgeflow.yaml")
+    )
+    homes = set()
+    for where in ("a", "b"):
+        (tmp_path / where).mkdir()
+        monkeypatch.chdir(tmp_path / where)
+        homes.add(Settings().home)
+    assert homes == {tmp_path / "data" / "forgeflow"}  # the shipped config leaves it to the platform
+    monkeypatch.setenv("FORGEFLOW_HOME", str(tmp_path / "mine"))
+    assert Settings().home == tmp_path / "mine"
+
+
+def test_a_named_config_file_brings_the_profiles_beside_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core.settings import config_file
+
+    (tmp_path / "project" / "train").mkdir(parents=True)
+    (tmp_path / "project" / "forgeflow.yaml").write_text("base_model: smollm2-135m\n")
+    (tmp_path / "project" / "train" / "mine.yaml").write_text("method: lora\n")
+    monkeypatch.chdir(tmp_path)  # a directory with no configs/ of its own, like the stack's workspace
+    assert config_file("train/mine.yaml") is None
+    monkeypatch.setenv("FORGEFLOW_CONFIG", str(tmp_path / "project" / "forgeflow.yaml"))
+    assert config_file("train/mine.yaml") == tmp_path / "project" / "train" / "mine.yaml"
