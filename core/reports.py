@@ -1,14 +1,15 @@
 """What each stage reports: typed pydantic documents that flows, the CLI and the API read by field.
 
-Each report is also the JSON a stage writes next to its outputs (`validation.json`, `train.json`,
-`eval.json`, `export.json`), so a file on disk and a task's return value are one shape. Free-form
-parts (lineage, configs) stay dicts: they are recorded, not read.
+Each report is also the JSON a stage writes next to its outputs, named by its `FILE` (`stats.json`,
+`validation.json`, `train.json`, `eval.json`, `export.json`, `promote.json`), so a file on disk and a
+task's return value are one shape, and every reader finds it by the same name. Free-form parts
+(lineage, configs) stay dicts: they are recorded, not read.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,6 +18,7 @@ class Report(BaseModel):
     """A stage report: unknown keys are refused, so a report and its readers cannot drift apart."""
 
     model_config = ConfigDict(extra="forbid")
+    FILE: ClassVar[str] = ""  # the file a stage writes this report to, next to its outputs
 
 
 class MonitorMetrics(Report):
@@ -58,6 +60,8 @@ class ExtractedSamples(Report):
 class ExtractReport(Report):
     """`stats.json`: what extraction made of one commit, and what it left out and why."""
 
+    FILE: ClassVar[str] = "stats.json"
+
     commit: str
     config_hash: str
     dataset_sha256: str  # core.hashing.dataset_sha256: the dataset hash of lineage
@@ -82,6 +86,8 @@ class ExpectationResult(Report):
 class ValidationReport(Report):
     """What `validate_dataset` found; `samples`, `train` and `eval` count lines that parse as a Sample."""
 
+    FILE: ClassVar[str] = "validation.json"
+
     passed: bool
     samples: int
     train: int
@@ -93,6 +99,8 @@ class ValidationReport(Report):
 
 class FinetuneReport(Report):
     """What a training run did; `train.json` holds it (plus lineage) once the run completes."""
+
+    FILE: ClassVar[str] = "train.json"
 
     model_config = ConfigDict(extra="ignore")  # train.json adds the lineage keys beside it
 
@@ -144,6 +152,8 @@ class ModelScores(Report):
 class EvalReport(Report):
     """`eval.json`: the verdict, the tuned model's metrics, both models' scores, deltas and lineage."""
 
+    FILE: ClassVar[str] = "eval.json"
+
     passed: bool
     metrics: EvalMetrics
     report_path: str
@@ -191,6 +201,8 @@ class ExportedGGUF(Report):
 class ExportReport(Report):
     """`export.json`: each GGUF's hash, size and parity, the lineage of the weights and the verdict."""
 
+    FILE: ClassVar[str] = "export.json"
+
     passed: bool
     created_at: str
     source: dict[str, Any]
@@ -224,3 +236,19 @@ class FinetuneFlowReport(Report):
     lineage: dict[str, Any] | None = None
     registered: RegisteredModel | None = None
     plan: dict[str, Any] | None = None  # dry_run: the resolved config and base model, nothing run
+
+
+class PromoteDecision(Report):
+    """`promote.json`: what the promote gate decided, with the figures it decided on."""
+
+    FILE: ClassVar[str] = "promote.json"
+
+    promote: bool
+    reason: str
+    candidate: str  # name:version of the new model
+    champion: str | None  # name:version serving as champion before
+    tuned_perplexity: float
+    base_perplexity: float
+    champion_perplexity: float | None = None  # the champion scored on this eval set
+    candidate_gguf_perplexity: float | None = None  # the candidate scored the same way
+    margin: float

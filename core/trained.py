@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from core.base_models import load_tokenizer, materialize
 from core.errors import InputError
+from core.reports import FinetuneReport
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 ADAPTER_DIR = "adapter"
-MANIFEST = "train.json"
+MANIFEST = FinetuneReport.FILE
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,12 +14,11 @@ from typing import Any
 import httpx
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel
 
 from core.base_models import load_tokenizer
 from core.errors import ForgeflowError
 from core.registry import Registry
-from core.reports import EvalReport, ExportReport
+from core.reports import EvalReport, ExportReport, PromoteDecision
 from core.settings import Settings
 from tasks.deploy.score import gguf_perplexity
 
@@ -27,20 +26,6 @@ log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 SCORE_SAMPLES = 64  # eval samples both GGUFs are scored on when a champion exists
-
-
-class PromoteDecision(BaseModel):
-    """What the gate decided, with the figures it decided on."""
-
-    promote: bool
-    reason: str
-    candidate: str  # name:version of the new model
-    champion: str | None  # name:version serving as champion before
-    tuned_perplexity: float
-    base_perplexity: float
-    champion_perplexity: float | None = None  # the champion scored on this eval set
-    candidate_gguf_perplexity: float | None = None  # the candidate scored the same way
-    margin: float
 
 
 def promote(

@@ -38,7 +38,7 @@ from tasks.evaluate.report import (
 log = logging.getLogger(__name__)
 Progress = Callable[[str, float], None]  # (stage, fraction of the whole evaluation done)
 
-REPORT_JSON = "eval.json"
+REPORT_JSON = EvalReport.FILE
 ARTIFACT_KEY = "evaluation-report"
 
 

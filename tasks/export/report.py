@@ -6,10 +6,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from core.config import DEFAULT_MAX_KL, DEFAULT_MAX_PPL_CHANGE, ExportConfig
+from core.reports import ExportReport
 from core.trained import TrainedRun
 from tasks.export.parity import Parity
 
-REPORT_JSON = "export.json"
+REPORT_JSON = ExportReport.FILE
 REPORT_MD = "export.md"
 
 

@@ -106,7 +106,9 @@ def extract_dataset(
     atomic.write_jsonl(out_dir / "eval.jsonl", evals)
     stats["dataset_sha256"] = dataset_sha256(out_dir)
     report = ExtractReport.model_validate(stats)
-    atomic.write_json(out_dir / "stats.json", report.model_dump(mode="json", exclude={"elapsed_seconds"}))
+    atomic.write_json(
+        out_dir / ExtractReport.FILE, report.model_dump(mode="json", exclude={"elapsed_seconds"})
+    )
     elapsed = time.perf_counter() - started
     log.info(
         "extracted %d train / %d eval samples from %d files in %.2fs",

@@ -27,7 +27,7 @@ from tasks.validate.expectations import run_expectations
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "eval")
-REPORT_JSON = "validation.json"
+REPORT_JSON = ValidationReport.FILE
 REPORT_MD = "validation.md"
 ARTIFACT_KEY = "validation-report"
 _MAX_ERROR_CHARS = 120
