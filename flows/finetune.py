@@ -94,16 +94,7 @@ def register_model(out_dir: str, name: str, export: ExportReport, settings: Sett
     from core.registry import Registry
 
     with Registry.from_settings(settings) as registry:
-        exported = {g.sha256 for g in export.ggufs.values()}
-        newest = registry.find(name)
-        if (
-            newest is not None
-            and newest.artifacts.get("gguf")
-            and newest.artifacts["gguf"].sha256 in exported
-        ):
-            info = newest  # a retried run exported the same bytes: no new version
-        else:
-            info = registry.register(Path(out_dir) / EXPORT_DIR, name=name)
+        info = registry.register_export(Path(out_dir) / EXPORT_DIR, name=name)  # a retried run: no new one
         return RegisteredModel(key=info.key, sha256=info.artifacts["gguf"].sha256, aliases=info.aliases)
 
 

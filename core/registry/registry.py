@@ -33,7 +33,7 @@ from core.registry.snapshots import (
     next_version,
     to_info,
 )
-from core.registry.sources import EMBEDDED, allowed_path, embedded_source, inspect_source
+from core.registry.sources import EMBEDDED, allowed_path, embedded_source, exported_sha256s, inspect_source
 from core.registry.store import ModelStore, Staged, describe_in_place
 from core.registry.tables import Alias, Flag, ModelVersion, utcnow
 from core.settings import Settings
@@ -114,6 +114,22 @@ class Registry:
                 f"{source.path.name} does not match the sha256 in its export.json: export the model again"
             )
         return self._add(name, version, task, device, lineage, source.role, staged=staged)
+
+    def register_export(self, export_dir: Path, *, name: str) -> ModelInfo:
+        """Register an export directory as a new version of `name`, once.
+
+        A version of `name` that already holds one of the export's GGUFs (a retried or resumed flow,
+        a deploy after the promote step) is returned instead of a duplicate version.
+        """
+        exported = exported_sha256s(allowed_path(export_dir, self.allowed_roots))
+        with self._read() as s:
+            rows = s.scalars(
+                select(ModelVersion).where(ModelVersion.name == name).order_by(ModelVersion.id.desc())
+            )
+            for row in rows:
+                if (row.artifacts.get("gguf") or {}).get("sha256") in exported:
+                    return self._info(s, row)
+        return self.register(export_dir, name=name)
 
     def ensure_embedded(self, name: str) -> ModelInfo:
         """The embedded model `name` (version 1.0.0), registered on first use from its package, in place."""

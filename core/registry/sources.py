@@ -18,10 +18,11 @@ from core.errors import InputError
 from core.gguf import validate_gguf
 from core.paths import display
 from core.registry.errors import PathNotAllowed
+from core.reports import EvalReport, ExportReport
 
-EXPORT_MANIFEST = "export.json"  # tasks.export.report.REPORT_JSON (core does not import tasks)
+EXPORT_MANIFEST = ExportReport.FILE
 LINEAGE = "lineage.json"  # flows.finetune.LINEAGE
-EVAL_REPORT = "eval.json"  # tasks.evaluate.run.REPORT_JSON
+EVAL_REPORT = EvalReport.FILE
 QUANT_PREFERENCE = ("q4_k_m", "q8_0", "f16")  # best served quality per byte first
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")  # loading one runs code
 _NAME_CHARS = re.compile(r"[^a-z0-9._-]+")
@@ -117,6 +118,12 @@ def _gguf_source(path: Path, fallback_name: str) -> Source:
     general = summary.metadata.get("general.name")
     name = sanitize_name(general) if isinstance(general, str) else ""
     return Source(path, "gguf", name or sanitize_name(fallback_name) or "model")
+
+
+def exported_sha256s(export_dir: Path) -> set[str]:
+    """The sha256 of every GGUF an export directory's manifest lists (read as leniently as registering)."""
+    ggufs = _obj(_read_json(export_dir / EXPORT_MANIFEST).get("ggufs"))
+    return {str(_obj(g).get("sha256")) for g in ggufs.values() if _obj(g).get("sha256")}
 
 
 def _export_source(export_dir: Path, roots: list[Path]) -> Source:

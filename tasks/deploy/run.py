@@ -40,16 +40,7 @@ def promote(
     margin = settings.jobs.promote_margin
     tuned, base = evaluation.metrics.perplexity, evaluation.base.perplexity
     with Registry.from_settings(settings) as registry:
-        exported = {g.sha256 for g in export.ggufs.values()}
-        newest = registry.find(name)
-        if (
-            newest is not None
-            and newest.artifacts.get("gguf")
-            and newest.artifacts["gguf"].sha256 in exported
-        ):
-            candidate = newest  # a re-run of this flow exported the same bytes: no new version
-        else:
-            candidate = registry.register(export_dir, name=name)
+        candidate = registry.register_export(export_dir, name=name)  # a re-run of this flow: no new version
         target = registry.alias_target(name, CHAMPION)
         champion = registry.resolve(f"{name}:{target}") if target else None
     decision = PromoteDecision(

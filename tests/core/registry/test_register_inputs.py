@@ -124,14 +124,14 @@ def test_a_missing_path_or_a_file_that_is_no_model_is_refused(registry: Registry
         registry.register(tmp_path)
 
 
-def _export_dir(run: Path, make_gguf: Callable[..., Path], quants: dict[str, bool]) -> Path:
+def _export_dir(run: Path, make_gguf: Callable[..., Path], quants: dict[str, bool], first: int = 0) -> Path:
     """An export directory like tasks.export.run writes: model-<quant>.gguf files and export.json."""
     export = run / "export"
     export.mkdir(parents=True)
     ggufs = {}
     for i, (quant, passed) in enumerate(quants.items()):
         file = export / f"model-{quant}.gguf"
-        shutil.copyfile(make_gguf(f"{quant}.gguf", general_name=f"run{i}"), file)
+        shutil.copyfile(make_gguf(f"{quant}.gguf", general_name=f"run{first + i}"), file)
         ggufs[quant] = {
             "file": file.name, "sha256": file_sha256(file), "bytes": file.stat().st_size, "tensors": 1,
             "parity": {"agreement": round(0.99 - i / 100, 2), "passed": passed},
@@ -242,3 +242,19 @@ def test_ensure_embedded_registers_minilm_for_embeddings(registry: Registry) -> 
 def test_ensure_embedded_of_an_unknown_name_lists_the_embedded_ones(registry: Registry) -> None:
     with pytest.raises(ModelNotFound, match="embedded ones are smollm2-135m, all-minilm-l6-v2"):
         registry.ensure_embedded("gpt-5")
+
+
+def test_an_export_is_registered_once_however_often_it_is_asked(
+    registry: Registry, make_gguf: Callable[..., Path], tmp_path: Path
+) -> None:
+    first = _export_dir(tmp_path / "runs" / "one", make_gguf, {"f16": True})
+    second = _export_dir(tmp_path / "runs" / "two", make_gguf, {"f16": True, "q8_0": True}, first=1)
+    one = registry.register_export(first, name="demo")
+    two = registry.register_export(second, name="demo")
+    assert (one.version, two.version) == ("1.0.0", "1.1.0")
+    # a retried flow, a resumed job, a deploy after the promote step: the same version, also when it
+    # is not the newest one
+    assert registry.register_export(first, name="demo").key == one.key
+    assert registry.register_export(second, name="demo").key == two.key
+    assert [m.version for m in registry.list(name="demo").models] == ["1.1.0", "1.0.0"]
+    assert registry.register_export(first, name="other").name == "other"  # once per name
