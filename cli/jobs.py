@@ -7,7 +7,6 @@ the model it deployed.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,7 +16,7 @@ import typer
 
 from cli.app import err, out, run
 from core.errors import ForgeflowError
-from core.jobs.status import job_dir
+from core.jobs.directory import JobDir
 from core.paths import display
 from core.settings import Settings, get_settings
 
@@ -153,23 +152,19 @@ def _follow(settings: Settings, job: str) -> dict[str, Any]:
 def _summary(settings: Settings, job: str, status: dict[str, Any]) -> None:
     if status["status"] != "completed":
         raise ForgeflowError(f"job {job} {status['status']}: {status.get('error') or status.get('message')}")
-    folder = job_dir(settings, job)
-    stats = _json(folder / "dataset" / "stats.json")
-    evaluation = _json(folder / "run" / "eval.json")
-    export = _json(folder / "run" / "export" / "export.json")
-    promote = _json(folder / "promote.json")
-    samples = stats.get("samples") or {}
-    out.print(f"dataset: {samples.get('train', '?')} train + {samples.get('eval', '?')} eval samples")
-    if evaluation:
-        base, tuned = evaluation["base"]["perplexity"], evaluation["metrics"]["perplexity"]
+    folder = JobDir.of(settings, job)
+    stats, evaluation = folder.stats(), folder.evaluation()
+    export, promote = folder.exported(), folder.promotion()
+    if stats is not None:
+        out.print(f"dataset: {stats.samples.train} train + {stats.samples.eval} eval samples")
+    if evaluation is not None:
+        base, tuned = evaluation.base.perplexity, evaluation.metrics.perplexity
         out.print(f"perplexity: base {base:.3f} → tuned {tuned:.3f}")
-    for quant, gguf in (export.get("ggufs") or {}).items():
-        out.print(
-            f"GGUF {quant}: {display(folder / 'run' / 'export' / gguf['file'])}  sha256 {gguf['sha256']}"
-        )
-    if promote:
-        out.print(f"promote: {promote['reason']}")
-        name = promote["candidate"].split(":")[0] + ":champion"
+    for quant, gguf in (export.ggufs if export is not None else {}).items():
+        out.print(f"GGUF {quant}: {display(folder.export / gguf.file)}  sha256 {gguf.sha256}")
+    if promote is not None:
+        out.print(f"promote: {promote.reason}")
+        name = promote.candidate.split(":")[0] + ":champion"
         champion = _api(settings, "GET", f"/models/{name}")
         out.print(f"served as: {name} (= {champion['name']}:{champion['version']})")
         answer = _api(
@@ -182,10 +177,3 @@ def _summary(settings: Settings, job: str, status: dict[str, Any]) -> None:
         out.print(f"answer: {answer['choices'][0]['message']['content'].strip()}")
     out.print(f"Prefect UI: {_ui(settings)}/runs/flow-run/{job}", soft_wrap=True)
     out.print("stop the stack with `forgeflow down`")
-
-
-def _json(path: Path) -> dict[str, Any]:
-    try:
-        return dict(json.loads(path.read_text()))
-    except (OSError, ValueError):
-        return {}

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from cli.app import DataOpt, QuantOpt, out, progress, run, run_flow
+from cli.app import DataOpt, QuantOpt, err, out, progress, run, run_flow
 from core.reports import EvalReport, ExportReport
 from core.settings import get_settings
 
@@ -24,7 +27,10 @@ def finetune(
     resume: Annotated[bool, typer.Option(help="continue from the last checkpoint in --out")] = False,
     overwrite: Annotated[bool, typer.Option(help="discard a previous run in --out")] = False,
 ) -> None:
-    """Train a LoRA/PiSSA/DoRA adapter on the dataset (peft + trl on CPU, unsloth on CUDA)."""
+    """Train a LoRA/PiSSA/DoRA adapter on the dataset (peft + trl on CPU, unsloth on CUDA).
+
+    Ctrl-C once pauses: a checkpoint at the next step, then `--resume` continues. Twice aborts.
+    """
     from tasks.finetune.run import finetune as train
     from tasks.finetune.run import load_profile
 
@@ -42,10 +48,11 @@ def finetune(
                     description=f"loss {e['loss']:.4f} · {e['tokens_per_second']:.0f} tok/s",
                 )
 
-            return train(
-                data, base_model or settings.base_model, out_dir, cfg, settings.cache_dir,
-                resume=resume, overwrite=overwrite, progress=report,
-            )  # fmt: skip
+            with pause_on_interrupt() as asked:
+                return train(
+                    data, base_model or settings.base_model, out_dir, cfg, settings.cache_dir,
+                    resume=resume, overwrite=overwrite, progress=report, should_pause=asked,
+                )  # fmt: skip
 
     r = run(body)
     verb = {"completed": "trained", "paused": "paused", "cached": "already trained"}[r.status]
@@ -145,3 +152,23 @@ def pipeline(
     if result.registered is not None:
         key = result.registered.key
         out.print(f"registered {key}: serve it with `forgeflow serve --model {key}`")
+
+
+@contextlib.contextmanager
+def pause_on_interrupt() -> Iterator[Callable[[], bool]]:
+    """While training: the first Ctrl-C asks for a pause (the `should_pause` it yields turns true),
+    the second interrupts as usual."""
+    asked = False
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        nonlocal asked
+        if asked:
+            raise KeyboardInterrupt
+        asked = True
+        err.print("[yellow]pausing at the next step[/] (Ctrl-C again to stop at once)")
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield lambda: asked
+    finally:
+        signal.signal(signal.SIGINT, previous)

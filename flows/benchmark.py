@@ -7,13 +7,11 @@ the Markdown summary (with the chart, served by the API) and a table of every le
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.context import FlowRunContext
 
 from core.bench.params import FLOW, BenchParams
+from core.jobs.orchestrator import flow_run_id
 from core.processes import die_with_parent
 from core.repos.hooks import server_url
 from core.settings import get_settings
@@ -25,7 +23,7 @@ def benchmark_flow(params: BenchParams) -> BenchReport:
     """Benchmark `params.models` on `params.suite`; store, chart and summarise the run."""
     die_with_parent()
     settings = get_settings()
-    run_id = str(_flow_run_id())
+    run_id = str(flow_run_id())
     report = benchmark_task(params, settings, run_id)
     rows = [
         {
@@ -53,10 +51,3 @@ def benchmark_flow(params: BenchParams) -> BenchReport:
 
 def _round(v: float | None) -> float | None:
     return None if v is None else round(v, 1)
-
-
-def _flow_run_id() -> Any:
-    ctx = FlowRunContext.get()
-    if ctx is None or ctx.flow_run is None:
-        raise RuntimeError("benchmark runs as a Prefect flow run")
-    return ctx.flow_run.id

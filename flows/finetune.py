@@ -1,9 +1,10 @@
 """The finetune flow: dataset → train → evaluate → merge + export GGUF → parity, with lineage recorded.
 
 Every step keeps its own content-hash cache (a finished run, merged weights, a GGUF whose sidecar
-matches), so a retried flow run never redoes finished work. A pause request (the `PAUSE` file in
-the run directory, which the API writes) makes training checkpoint and stop; the flow then pauses
-itself in Prefect, and resuming it in the UI or API continues training from that checkpoint.
+matches), so a retried flow run never redoes finished work. A pause request (`core.jobs.pause`, the
+same protocol as a job's) makes training checkpoint and stop; this flow then pauses in place (it has
+no deployment to be re-run by), and resuming it in the Prefect UI continues training from that
+checkpoint.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.flow_runs import pause_flow_run
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.atomic import write_json
 from core.config import Method, Quant
 from core.errors import InputError, ValidationFailed
 from core.hashing import file_sha256
+from core.jobs.orchestrator import flow_run_id
+from core.jobs.pause import PausePoint
 from core.reports import EvalReport, ExportReport, FinetuneFlowReport, FinetuneReport, RegisteredModel
 from core.settings import Settings, get_settings
 from tasks.evaluate.run import evaluate_task
@@ -142,11 +144,21 @@ def _train_until_done(
 ) -> FinetuneReport:
     """Train; on a pause request, pause this flow run and resume training from its checkpoint after."""
     run = Path(params.out_dir)
+    pause = PausePoint(flow_run_id(), params.pause_timeout_seconds, can_suspend=False)
     # an interrupted run of the same inputs continues from its checkpoint (finetune refuses other inputs)
     resume = (run / RUN_STATE).is_file() and bool(complete_checkpoints(run / CHECKPOINTS))
-    report = train_task(params.data_dir, base_model, params.out_dir, cfg, settings, resume=resume)
-    while report.status == "paused":
+    while True:
+        report = train_task(
+            params.data_dir,
+            base_model,
+            params.out_dir,
+            cfg,
+            settings,
+            resume=resume,
+            should_pause=pause.requested,
+        )
+        if report.status != "paused":
+            return report
         logger.info("training paused at step %d: resume the flow run to continue", report.steps)
-        pause_flow_run(timeout=params.pause_timeout_seconds)
-        report = train_task(params.data_dir, base_model, params.out_dir, cfg, settings, resume=True)
-    return report
+        pause.pause("train")
+        resume = True

@@ -6,6 +6,7 @@ from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
+from core.jobs.params import RetrainParams
 from core.jobs.status import DEPLOYMENT_PATH
 from core.settings import get_settings
 from tasks.monitor.run import monitor_repo_task
@@ -24,7 +25,7 @@ def monitor_repos() -> dict[str, str]:
             continue
         run: FlowRun = run_deployment(  # type: ignore[assignment]  # sync call: a FlowRun
             DEPLOYMENT_PATH,
-            parameters={"params": {"repo": repo, "trigger": "schedule"}},
+            parameters={"params": RetrainParams(repo=repo, trigger="schedule").flow_parameters()},
             timeout=0,
             as_subflow=False,
         )

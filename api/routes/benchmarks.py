@@ -44,7 +44,6 @@ from core.bench.store import BenchmarkResultInfo, BenchmarkRunInfo, BenchmarkRun
 from core.bench.suites import load_suite, suite_names
 from core.errors import ForgeflowError, InputError
 from core.jobs import orchestrator
-from core.jobs import runs as job_runs
 from core.settings import Settings
 
 router = APIRouter(tags=["benchmarks"], responses=RESPONSES)
@@ -112,7 +111,7 @@ async def run_benchmark(body: RunRequest, state: StateDep, key: IdempotencyKey =
     settings = state.settings
     params = _params(body)
     suite, models = await asyncio.to_thread(prepare, params, settings)
-    run = await job_runs.create_flow_run(
+    run = await orchestrator.create_flow_run(
         DEPLOYMENT_PATH, params.model_dump(mode="json", exclude_none=True), tags=[TAG], idempotency_key=key
     )
     run_id = str(run.id)
@@ -259,14 +258,14 @@ async def logs(
 ) -> LogList:
     """The flow run's log lines, oldest first (from Prefect, as the UI shows them)."""
     await asyncio.to_thread(_get, state.settings, run_id)
-    job_runs._client()  # noqa: SLF001  (503 without a Prefect server)
+    orchestrator.client()  # 503 without a Prefect server
     try:
         found = await orchestrator.post(
             "/logs/filter",
             {"logs": {"flow_run_id": orchestrator.any_of([run_id])}, "sort": "TIMESTAMP_ASC", "limit": limit},
         )
     except httpx.HTTPError as exc:
-        raise job_runs.NoRunner(f"the Prefect server does not answer ({type(exc).__name__})") from None
+        raise orchestrator.NoRunner(f"the Prefect server does not answer ({type(exc).__name__})") from None
     return LogList(
         logs=[
             LogEntry(

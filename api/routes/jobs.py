@@ -7,10 +7,9 @@ trains in its own process. Every parameter is checked before a flow run is creat
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Header, Query
@@ -28,7 +27,9 @@ from api.schemas.jobs import (
 from core.base_models import check_base_model
 from core.errors import InputError, PathNotAllowed
 from core.jobs import runs
-from core.jobs.status import JobStatus, job_dir
+from core.jobs.directory import JobDir
+from core.jobs.params import RetrainParams
+from core.jobs.status import JobStatus
 from core.paths import display
 from core.repos.spec import parse_repo_spec
 from core.settings import Settings, config_file
@@ -45,7 +46,7 @@ async def create_fine_tune(body: FineTuneRequest, state: StateDep, key: Idempote
     """Queue a training job; `GET /status/{job_id}` follows it (so does the Prefect UI)."""
     settings = state.settings
     params = await asyncio.to_thread(_checked_params, body, settings)
-    run = await runs.create_job(params, trigger="fine-tune", idempotency_key=key)
+    run = await runs.create_job(params, idempotency_key=key)
     status = await runs.job_status(run.id)
     return JobCreated(
         job_id=str(run.id), status=status["status"], message=f"job {run.name} {status['status']}"
@@ -60,7 +61,7 @@ class NoGpu(InputError, status=409, code="NO_GPU_WORKER"):
     """The request needs a GPU worker; the embedded stack trains on the CPU."""
 
 
-def _checked_params(body: FineTuneRequest, settings: Settings) -> dict[str, Any]:
+def _checked_params(body: FineTuneRequest, settings: Settings) -> RetrainParams:
     """The flow's parameters; every check that can fail is made here, before any flow run exists."""
     if body.repo is not None:
         parse_repo_spec(body.repo, settings)
@@ -78,15 +79,12 @@ def _checked_params(body: FineTuneRequest, settings: Settings) -> dict[str, Any]
             check_base_model(body.base_model)
         except InputError as exc:
             raise NotFound(str(exc)) from None
-    method = "pissa" if body.use_pissa else body.method
-    if method == "qlora":
+    params = body.params()
+    if params.method == "qlora":
         raise NoGpu(
             "method qlora needs a CUDA worker with bitsandbytes; this stack's runner trains on the CPU"
         )
-    params = body.model_dump(exclude={"use_pissa"}, exclude_none=True)
-    params |= {"method": method, "force": True}
-    params["trigger"] = "fine-tune"
-    return {k: v for k, v in params.items() if v is not None}
+    return params
 
 
 def confined(path: Path, settings: Settings, what: str) -> Path:
@@ -122,11 +120,12 @@ async def list_jobs(
 async def deploy_job(job_id: UUID, state: StateDep) -> DeployReply:
     """Register the job's GGUF (once) and serve it now, as the active model."""
     status = await runs.job_status(job_id)
-    export = job_dir(state.settings, job_id) / "run" / "export"
-    if status["status"] != "completed" or not (export / "export.json").is_file():
+    job = JobDir.of(state.settings, job_id)
+    if status["status"] != "completed" or job.exported() is None:
         raise runs.JobConflict(f"job {job_id} is {status['status']} and has no export to deploy yet")
-    name = _project_name(status, state.settings, job_id)
-    info = await asyncio.to_thread(_register_once, state, export, name)
+    name = status["parameters"].get("project_name") or job.plan().project or "forgeflow"
+    info = await asyncio.to_thread(state.registry.register_export, job.export, name=str(name))
+    state.hub.invalidate()
     await state.hub.deploy(info)
     await asyncio.to_thread(state.registry.set_active, info.key)
     gguf = Path(info.artifacts["gguf"].path)
@@ -135,43 +134,12 @@ async def deploy_job(job_id: UUID, state: StateDep) -> DeployReply:
     )
 
 
-def _register_once(state: Any, export: Path, name: str) -> Any:
-    report = json.loads((export / "export.json").read_text())
-    shas = {g["sha256"] for g in report.get("ggufs", {}).values()}
-    for info in state.registry.list(name=name, limit=100).models:
-        gguf = info.artifacts.get("gguf")
-        if gguf is not None and gguf.sha256 in shas:
-            return info  # the promote step (or an earlier deploy) registered it already
-    info = state.registry.register(export, name=name)
-    state.hub.invalidate()
-    return info
-
-
-def _project_name(status: dict[str, Any], settings: Settings, job_id: UUID) -> str:
-    params = status.get("parameters") or {}
-    if params.get("project_name"):
-        return str(params["project_name"])
-    plan = job_dir(settings, job_id) / "plan.json"
-    try:
-        return str(json.loads(plan.read_text())["project"])
-    except (OSError, ValueError, KeyError):
-        return "forgeflow"
-
-
 @router.post("/validate/{job_id}", operation_id="validate_job")
 async def validate_job(job_id: UUID, state: StateDep) -> ValidateReply:
     """The job's evaluation against its base: passed, the real perplexity, where the report is."""
     await runs.read_job(job_id)  # 404 for an unknown job
-    report = job_dir(state.settings, job_id) / "run" / "eval.json"
-    try:
-        data = json.loads(report.read_text())
-    except (OSError, ValueError):
-        raise runs.JobConflict(f"job {job_id} has not been evaluated yet") from None
-    return ValidateReply(
-        job_id=str(job_id),
-        passed=bool(data["passed"]),
-        metrics={k: float(v) for k, v in data["metrics"].items()},
-        base=data["base"],
-        delta=data["delta"],
-        report_path=display(report.with_suffix(".md"), fallback="eval.md"),
-    )
+    job = JobDir.of(state.settings, job_id)
+    evaluation = job.evaluation()
+    if evaluation is None:
+        raise runs.JobConflict(f"job {job_id} has not been evaluated yet")
+    return ValidateReply.from_report(str(job_id), evaluation, job.run)

@@ -17,6 +17,8 @@ from api.errors import RESPONSES
 from api.routes.jobs import IdempotencyKey
 from api.schemas.jobs import JobStatusReply, Plan, PlanStep, RetrainReply, RetrainRequest
 from core.jobs import runs
+from core.jobs.orchestrator import NoRunner
+from core.jobs.params import RetrainParams
 from core.reports import MonitorReport
 from core.repos.spec import parse_repo_spec
 
@@ -34,7 +36,7 @@ STEP_NAMES = {
 
 def _monitor(state: StateDep, spec: str) -> MonitorReport:
     if state.monitor is None:
-        raise runs.NoRunner("this API was started without the monitor: start it with `forgeflow serve`")
+        raise NoRunner("this API was started without the monitor: start it with `forgeflow serve`")
     return state.monitor(spec, state.settings)
 
 
@@ -57,16 +59,14 @@ async def retrain(body: RetrainRequest, state: StateDep, key: IdempotencyKey = N
         reason = decision.reason
     else:
         reason = "forced" if body.force else "a remote repository: the job's monitor decides"
-    params = {
-        "repo": spec,
-        "project_name": body.project_name,
-        "force": True if body.project_path is not None else body.force,  # decided above for local repos
-        "auto_deploy": body.auto_deploy,
-        "trigger": body.trigger,
-    }
-    run = await runs.create_job(
-        {k: v for k, v in params.items() if v is not None}, trigger=body.trigger, idempotency_key=key
+    params = RetrainParams(
+        repo=spec,
+        project_name=body.project_name,
+        force=True if body.project_path is not None else body.force,  # decided above for local repos
+        auto_deploy=body.auto_deploy,
+        trigger=body.trigger,
     )
+    run = await runs.create_job(params, idempotency_key=key)
     return RetrainReply(triggered=True, reason=reason, plan=plan, job_id=str(run.id))
 
 

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from core.config import Method
+from core.jobs.params import (
+    AUTO_DEPLOY,
+    REPO_PATTERN,
+    AutoDeploy,
+    ProjectName,
+    RetrainParams,
+    TrainingChoices,
+    Trigger,
+)
 from core.jobs.status import JobStatus
-
-ProjectName = Field(None, pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$", description="registry name of the model")
+from core.paths import display
+from core.reports import EvalReport
 
 
 class _Body(BaseModel):
@@ -27,12 +36,11 @@ def exactly_one(a: str, b: str) -> dict[str, Any]:
     }
 
 
-# a local path or a git URL: no whitespace anywhere, and no leading '-' git could read as an option
-REPO_PATTERN = r"^[^\s\x00-\x1f\x7f-\x9f-][^\s\x00-\x1f\x7f-\x9f]*$"
+class FineTuneRequest(TrainingChoices):
+    """Train on a repo (extracted first) or a prepared dataset directory.
 
-
-class FineTuneRequest(_Body):
-    """Train on a repo (extracted first) or a prepared dataset directory."""
+    The training fields and their defaults are the retrain flow's own (`core.jobs.params`).
+    """
 
     model_config = ConfigDict(
         extra="forbid",
@@ -44,23 +52,11 @@ class FineTuneRequest(_Body):
         },
     )
 
-    project_name: str | None = ProjectName
     repo: str | None = Field(
         None, min_length=1, max_length=2048, pattern=REPO_PATTERN, description="local path or git URL"
     )
     dataset: str | None = Field(None, min_length=1, max_length=1024, description="dataset dir (train.jsonl)")
-    base_model: str | None = Field(None, min_length=1, max_length=1024, description="default: settings")
-    profile: str | None = Field(
-        None, pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", description="configs/train/<name>"
-    )
-    method: Method | None = None
-    use_pissa: bool | None = Field(None, description="seed 001: same as method=pissa")
-    epochs: float | None = Field(None, gt=0, le=100)
-    max_steps: int | None = Field(None, ge=1, le=10_000_000)
-    learning_rate: float | None = Field(None, gt=0, le=1)
-    rank: int | None = Field(None, ge=1, le=1024)
-    promote: bool = Field(True, description="register it; make it the champion when it wins the gate")
-    auto_deploy: bool = Field(False, description="serve the new champion on this API when it wins")
+    use_pissa: bool | None = Field(None, description="same as method=pissa")
 
     @model_validator(mode="after")
     def _one_source(self) -> FineTuneRequest:
@@ -69,6 +65,12 @@ class FineTuneRequest(_Body):
         if self.use_pissa and self.method not in (None, "pissa"):
             raise ValueError("use_pissa contradicts method")
         return self
+
+    def params(self) -> RetrainParams:
+        """The job this request asks for: always trained (a fine-tune is not the monitor's to skip)."""
+        fields = self.model_dump(exclude={"use_pissa"}, exclude_none=True)
+        fields["method"] = "pissa" if self.use_pissa else self.method
+        return RetrainParams(**fields, force=True, trigger="fine-tune")
 
 
 class JobCreated(BaseModel):
@@ -118,6 +120,19 @@ class ValidateReply(BaseModel):
     delta: dict[str, float | None]
     report_path: str
 
+    @classmethod
+    def from_report(cls, job_id: str, report: EvalReport, run_dir: Path) -> ValidateReply:
+        """The reply for a job whose run directory holds `report` (its `eval.json`)."""
+        markdown = run_dir / report.report_path  # eval.md, next to eval.json
+        return cls(
+            job_id=job_id,
+            passed=report.passed,
+            metrics=report.metrics.model_dump(),
+            base=report.base.model_dump(),
+            delta=report.delta,
+            report_path=display(markdown, fallback=markdown.name),
+        )
+
 
 class RetrainRequest(_Body):
     """Retrain a project when its monitor says so (or always, with `force`)."""
@@ -130,10 +145,10 @@ class RetrainRequest(_Body):
     repo_url: str | None = Field(
         None, min_length=1, max_length=2048, pattern=REPO_PATTERN, description="or a git URL"
     )
-    project_name: str | None = ProjectName
-    auto_deploy: bool = True
+    project_name: ProjectName = None
+    auto_deploy: AutoDeploy = AUTO_DEPLOY
     force: bool = False
-    trigger: Literal["api", "post-commit", "post-merge", "post-receive", "schedule", "cli"] = "api"
+    trigger: Trigger = "api"
 
     @model_validator(mode="after")
     def _one_source(self) -> RetrainRequest:

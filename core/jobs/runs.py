@@ -12,25 +12,25 @@ from typing import Any
 from uuid import UUID
 
 import httpx
-from prefect.client.orchestration import PrefectClient, get_client
 from prefect.client.schemas.objects import FlowRun
-from prefect.exceptions import ObjectNotFound
 from prefect.states import Cancelled, Cancelling, Scheduled, State
 
 from core.errors import ForgeflowError
 from core.jobs import orchestrator
-from core.jobs.status import (
-    DEPLOYMENT_PATH,
-    JOB_TAG,
-    PROGRESS_KEY,
+from core.jobs.orchestrator import NoRunner
+from core.jobs.params import RetrainParams
+from core.jobs.pause import drop_request, request_pause
+from core.jobs.progress import (
+    JOB_PROGRESS_KEY,
     STAGES,
-    TRAINING_DEPLOYMENT,
-    JobStatus,
+    JobStage,
+    TrainingProgress,
     estimate_defaults,
-    parse_training,
-    pause_variable,
-    status_of,
+    from_metadata,
 )
+from core.jobs.status import DEPLOYMENT_PATH, JOB_TAG, TRAINING_DEPLOYMENT, JobStatus, status_of
+
+__all__ = ["JobConflict", "JobNotFound", "NoRunner"]
 
 
 class JobNotFound(ForgeflowError, status=404, code="JOB_NOT_FOUND"):
@@ -39,10 +39,6 @@ class JobNotFound(ForgeflowError, status=404, code="JOB_NOT_FOUND"):
 
 class JobConflict(ForgeflowError, status=409, code="JOB_STATE_CONFLICT"):
     """The job's state does not allow what was asked (pause a finished job...)."""
-
-
-class NoRunner(ForgeflowError, status=503, code="ORCHESTRATOR_UNAVAILABLE"):
-    """No Prefect server, or nothing serving the training deployment."""
 
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
@@ -63,60 +59,22 @@ TASK_STAGES = {
 }
 
 
-def _client() -> PrefectClient:
-    from prefect.settings import PREFECT_API_URL
-
-    if not PREFECT_API_URL.value():
-        # without it Prefect would start a temporary server inside the API: never behind the user's back
-        raise NoRunner("no Prefect server configured (PREFECT_API_URL): start the stack with `forgeflow up`")
-    return get_client()
-
-
 async def create_job(
-    params: dict[str, Any], *, trigger: str, idempotency_key: str | None, name: str | None = None
+    params: RetrainParams, *, idempotency_key: str | None, name: str | None = None
 ) -> FlowRun:
     """A new flow run of the training deployment (or, for a repeated idempotency key, the earlier one)."""
-    return await create_flow_run(
+    return await orchestrator.create_flow_run(
         DEPLOYMENT_PATH,
-        params,
-        tags=[JOB_TAG, f"trigger:{trigger}"],
+        params.flow_parameters(),
+        tags=[JOB_TAG, f"trigger:{params.trigger}"],
         idempotency_key=idempotency_key,
         name=name,
     )
 
 
-async def create_flow_run(
-    deployment_path: str,
-    params: dict[str, Any],
-    *,
-    tags: list[str],
-    idempotency_key: str | None,
-    name: str | None = None,
-) -> FlowRun:
-    """A new flow run of a served deployment, its parameters passed as `params`.
-
-    Raises:
-        NoRunner: no Prefect server, or nothing serves the deployment.
-    """
-    async with _client() as client:
-        try:
-            deployment = await client.read_deployment_by_name(deployment_path)
-        except ObjectNotFound:
-            raise NoRunner(f"the deployment {deployment_path} is not served: start `forgeflow up`") from None
-        except Exception as exc:  # the server is down or unreachable
-            raise NoRunner(f"the Prefect server does not answer ({type(exc).__name__})") from None
-        return await client.create_flow_run_from_deployment(
-            deployment.id,
-            parameters={"params": params},
-            tags=tags,
-            idempotency_key=idempotency_key,
-            name=name,
-        )
-
-
 async def read_job(job_id: UUID) -> dict[str, Any]:
     """The job's flow run (Prefect's JSON); JobNotFound for any other id."""
-    _client()  # refuses when no Prefect server is configured
+    orchestrator.client()  # refuses when no Prefect server is configured
     try:
         run = await orchestrator.get(f"/flow_runs/{job_id}")
     except httpx.HTTPError as exc:
@@ -154,14 +112,14 @@ async def _describe(run: dict[str, Any]) -> dict[str, Any]:
             "limit": 20,
         },
     )
-    overall = next((a for a in artifacts if a.get("key") == PROGRESS_KEY), None)
-    training = next((a for a in artifacts if a.get("key") != PROGRESS_KEY), None)
+    overall = next((a for a in artifacts if a.get("key") == JOB_PROGRESS_KEY), None)
+    training = next((a for a in artifacts if a.get("key") != JOB_PROGRESS_KEY), None)
     progress = float(overall["data"]) if overall is not None and overall.get("data") is not None else 0.0
-    stage = (overall.get("description") or "").split(":", 1)[0] if overall is not None else None
-    train = parse_training(training.get("description") if training is not None else None)
+    where: JobStage | None = from_metadata(JobStage, (overall or {}).get("metadata_"))
+    train: TrainingProgress | None = from_metadata(TrainingProgress, (training or {}).get("metadata_"))
     if status == "training" and train is not None:
         start, end = STAGES["train"]
-        progress = max(progress, start + (end - start) * train.step / max(train.total, 1))
+        progress = max(progress, start + (end - start) * train.percent / 100)
     if status == "completed":
         progress = 100.0
     return {
@@ -169,7 +127,7 @@ async def _describe(run: dict[str, Any]) -> dict[str, Any]:
         "name": run["name"],
         "status": status,
         "state": state.get("name"),
-        "stage": stage,
+        "stage": where.stage if where else None,
         "progress": round(min(progress, 100.0), 1),
         "current_epoch": train.epoch if train else None,
         "current_step": train.step if train else None,
@@ -201,7 +159,7 @@ async def _queue_position(run: dict[str, Any]) -> int:
 
 async def list_jobs(status: str | None, page: int, limit: int) -> tuple[list[dict[str, Any]], int]:
     """One page of jobs, newest first, optionally of one status; and the total count."""
-    _client()
+    orchestrator.client()
     body = _training_runs(_kinds(status))
     total = int(await orchestrator.post("/flow_runs/count", body))
     runs = await orchestrator.post(
@@ -230,25 +188,21 @@ def _kinds(status: str | None) -> list[str] | None:
 
 async def pause_job(job_id: UUID) -> dict[str, Any]:
     """Ask a running job to pause; it suspends at its next task boundary or training step."""
-    from prefect.variables import Variable
-
     run = await read_job(job_id)
     if _state(run).get("type") != "RUNNING":
         raise JobConflict(f"job {job_id} is {_status(run)}: only a running job can be paused")
-    await Variable.aset(pause_variable(job_id), uuid.uuid4().hex, overwrite=True)
+    await request_pause(job_id, uuid.uuid4().hex)
     return await _describe(run)
 
 
 async def resume_job(job_id: UUID) -> dict[str, Any]:
     """Resume a paused job, or restart a crashed one: either continues from its last checkpoint."""
-    from prefect.variables import Variable
-
     run = await read_job(job_id)
     kind = _state(run).get("type")
     if kind not in ("PAUSED", "CRASHED"):
         raise JobConflict(f"job {job_id} is {_status(run)}: only a paused or crashed job can be resumed")
-    await Variable.aunset(pause_variable(job_id))  # a request not honoured yet is dropped too
-    async with _client() as client:
+    await drop_request(job_id)  # a request not honoured yet is dropped too
+    async with orchestrator.client() as client:
         if kind == "PAUSED":
             await client.resume_flow_run(job_id)
         else:
@@ -258,19 +212,17 @@ async def resume_job(job_id: UUID) -> dict[str, Any]:
 
 async def cancel_job(job_id: UUID) -> dict[str, Any]:
     """Cancel a job: a running one is stopped by its runner; a queued or paused one ends at once."""
-    from prefect.variables import Variable
-
     run = await read_job(job_id)
     kind = _state(run).get("type")
     if kind in TERMINAL or kind == "CANCELLING":
         raise JobConflict(f"job {job_id} is {_status(run)} already")
-    await Variable.aunset(pause_variable(job_id))
+    await drop_request(job_id)
     why = "cancelled through the API"
     # a started job's runner stops its process (Pending: it may be starting one right now); a queued or
     # suspended job has no process, so it ends at once
     started = kind in ("RUNNING", "PENDING")
     state: State[Any] = Cancelling(message=why) if started else Cancelled(message=why)
-    async with _client() as client:
+    async with orchestrator.client() as client:
         await client.set_flow_run_state(job_id, state, force=True)
     return await _describe(await read_job(job_id))
 

@@ -1,7 +1,7 @@
 """Jobs whose process died end `crashed`, within `jobs.crash_after_s`, instead of Running forever.
 
 Prefect OSS does not notice a flow-run process that vanished (kill -9, out of memory, reboot).
-Each job records `host pid` in its directory (`core.jobs.record_process`); the stack's supervisor
+Each job records `host pid` in its directory (`JobDir.record_process`); the stack's supervisor
 calls `check_jobs` every few seconds and marks a running job whose process is gone as Crashed.
 Resuming such a job (`POST /v1/retrain/{id}/resume`) reschedules it, and training continues from
 its last checkpoint. Jobs on other hosts are left to Prefect's heartbeats.
@@ -17,7 +17,8 @@ from prefect.client.orchestration import get_client
 from prefect.states import Crashed
 
 from core.jobs import orchestrator
-from core.jobs.status import TRAINING_DEPLOYMENT, job_dir, process_gone, sweep_staging
+from core.jobs.directory import JobDir
+from core.jobs.status import TRAINING_DEPLOYMENT
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class Watchdog:
         gone = set()
         for run in runs:
             job_id = UUID(run["id"])
-            if not process_gone(job_dir(self.settings, job_id)):
+            if not JobDir.of(self.settings, job_id).process_gone():
                 continue
             gone.add(job_id)
             first = self.gone_since.setdefault(job_id, now)
@@ -54,7 +55,7 @@ class Watchdog:
             message = "its process is gone (killed, out of memory or a reboot): resume it to continue"
             with get_client(sync_client=True) as client:
                 client.set_flow_run_state(job_id, Crashed(message=message), force=True)
-            sweep_staging(job_dir(self.settings, job_id))
+            JobDir.of(self.settings, job_id).sweep_staging()
             log.warning("job %s crashed: %s", job_id, message)
             crashed.append(job_id)
         self.gone_since = {k: v for k, v in self.gone_since.items() if k in gone and k not in crashed}
@@ -76,4 +77,4 @@ def sweep_stopped_jobs(settings: Settings) -> int:
         "/flow_runs/filter", {"flow_runs": {"id": orchestrator.any_of(ids)}, "limit": len(ids)}
     )
     running = {UUID(r["id"]) for r in runs if (r.get("state") or {}).get("type") in ("RUNNING", "PENDING")}
-    return sum(len(sweep_staging(job_dir(settings, i))) for i in ids if i not in running)
+    return sum(len(JobDir.of(settings, i).sweep_staging()) for i in ids if i not in running)

@@ -1,7 +1,7 @@
 """A training run's directory: its report, completion marker, resume checks and final adapter.
 
 Layout (see core.trained): `adapter/` and `train.json` once complete; `checkpoints/`, `run.json`
-(the hashes an unfinished run was started with), `pissa-init/` and a `PAUSE` request file meanwhile.
+(the hashes an unfinished run was started with) and `pissa-init/` meanwhile.
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ from pydantic import ValidationError
 
 from core.atomic import publish_dir
 from core.errors import InputError
-from core.reports import FinetuneReport
+from core.reports import ExtractReport, FinetuneReport
 from core.trained import ADAPTER_DIR, MANIFEST
 
 CHECKPOINTS = "checkpoints"
 PISSA_INIT = "pissa-init"
-PAUSE_FILE = "PAUSE"  # touch it (the flow or the API does) to pause at the next step boundary
 RUN_STATE = "run.json"  # hashes of an unfinished run, so --resume refuses different inputs
 
 
@@ -64,7 +63,7 @@ def discard_run(out_dir: Path) -> None:
     """Remove a previous run's files from `out_dir` (what --overwrite and DVC's re-runs want)."""
     for name in (ADAPTER_DIR, CHECKPOINTS, PISSA_INIT):
         shutil.rmtree(out_dir / name, ignore_errors=True)
-    for name in (MANIFEST, RUN_STATE, PAUSE_FILE):
+    for name in (MANIFEST, RUN_STATE):
         (out_dir / name).unlink(missing_ok=True)
 
 
@@ -90,13 +89,7 @@ def check_resume(out_dir: Path, resume: bool, last: Path | None, chash: str, dat
 
 def source_commit(data_dir: Path) -> str | None:
     try:
-        commit = json.loads((data_dir / "stats.json").read_text(encoding="utf-8")).get("commit")
+        commit = json.loads((data_dir / ExtractReport.FILE).read_text(encoding="utf-8")).get("commit")
     except (OSError, ValueError):
         return None
     return str(commit) if commit else None
-
-
-def request_pause(out_dir: Path) -> None:
-    """Ask a training running in `out_dir` to checkpoint and stop at its next step boundary."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / PAUSE_FILE).touch()

@@ -13,13 +13,11 @@ import resource
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
-from uuid import UUID
+from typing import Any
 
 import orjson
 import yaml
 from prefect import task
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import ValidationError
 
@@ -30,13 +28,13 @@ from core.config import TrainConfig
 from core.cpu import apply_training_budget
 from core.errors import InputError
 from core.hashing import config_sha256, dataset_sha256
-from core.jobs.status import describe_training
+from core.jobs import progress as job_progress
+from core.jobs.progress import TRAINING_PROGRESS_KEY, TrainingProgress
 from core.reports import FinetuneReport
 from core.settings import Settings, config_file, config_names, get_settings
 from core.trained import MANIFEST
 from tasks.finetune.checkpoints import (
     CHECKPOINTS,
-    PAUSE_FILE,
     PISSA_INIT,
     RUN_STATE,
     check_resume,
@@ -50,7 +48,6 @@ from tasks.finetune.checkpoints import (
 log = logging.getLogger(__name__)
 
 PROFILES = "train"  # configs/train/<name>.yaml, found like the main config (core.settings.config_file)
-PROGRESS_KEY = "training-progress"
 
 
 def load_profile(profile: str | Path, **overrides: Any) -> TrainConfig:
@@ -180,16 +177,11 @@ def _train(
         torch_dtype,
     )
 
-    pause_file = out_dir / PAUSE_FILE
-
-    def pause_requested() -> bool:
-        return pause_file.exists() or (should_pause is not None and should_pause())
-
     model = build_model(cfg, base_path, backend)
     pissa_init = out_dir / PISSA_INIT
     if cfg.method == "pissa" and not (pissa_init / "adapter_config.json").is_file():
         save_pissa_init(model, pissa_init)
-    callback = ProgressCallback(progress, pause_requested)
+    callback = ProgressCallback(progress, should_pause)
     trainer = ForgeflowTrainer(
         model=model,
         args=sft_config(cfg, out_dir / CHECKPOINTS),
@@ -227,7 +219,6 @@ def _train(
         **lineage,
     )
     if callback.paused:
-        pause_file.unlink(missing_ok=True)  # honoured: a resume must not pause again at once
         log.info("paused at step %d; resume with --resume", state.global_step)
         return report
     publish_adapter(trainer.model, tokenizer, out_dir, pissa_init if cfg.method == "pissa" else None)
@@ -264,20 +255,24 @@ def train_task(
 ) -> FinetuneReport:
     """Prefect task: train, with epoch/step/loss/tokens-per-second in a progress artifact.
 
+    The artifact carries a `TrainingProgress` record (`core.jobs.progress`), which `/status` reads.
     Never retried blindly: a failed run is resumed from its last checkpoint instead. Not cached by
     Prefect: `finetune` itself skips a run whose config and data hashes are already trained.
     """
-    artifact = cast(UUID, create_progress_artifact(0.0, key=PROGRESS_KEY, description="training: starting"))
-
-    last: dict[str, Any] = {"description": "training: starting", "percent": 0.0}
+    artifact = job_progress.create(TRAINING_PROGRESS_KEY)
+    last = TrainingProgress(epoch=0.0, step=0, total=max(cfg.max_steps or 0, 1))
 
     def report(event: dict[str, Any]) -> None:
-        total = max(int(event["max_steps"]), 1)
-        last["percent"] = min(100.0, 100.0 * event["step"] / total)
-        last["description"] = describe_training(
-            event["epoch"], event["step"], total, event["loss"], event["tokens_per_second"]
+        nonlocal last
+        loss = float(event["loss"])
+        last = TrainingProgress(
+            epoch=float(event["epoch"]),
+            step=int(event["step"]),
+            total=max(int(event["max_steps"]), 1),
+            loss=loss if loss == loss else None,  # NaN: no figure to show
+            tokens_per_second=float(event["tokens_per_second"]),
         )
-        update_progress_artifact(artifact, last["percent"], description=last["description"])
+        job_progress.publish(artifact, last.percent, last)
 
     result = finetune(
         Path(data_dir),
@@ -289,8 +284,9 @@ def train_task(
         progress=report,
         should_pause=should_pause,
     )
-    done = last["percent"] if result.status == "paused" else 100.0
     # the last figures stay readable (`/status` shows them while paused), with how training ended
-    ended = f"{last['description']} · {result.status} at step {result.steps}"
-    update_progress_artifact(artifact, done, description=ended)
+    final = last.model_copy(
+        update={"ended": result.status, "step": result.steps, "total": max(last.total, result.steps, 1)}
+    )
+    job_progress.publish(artifact, final.percent if result.status == "paused" else 100.0, final)
     return result

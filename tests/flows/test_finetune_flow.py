@@ -11,10 +11,10 @@ import pytest
 from prefect.settings import PREFECT_API_URL
 
 from core.hashing import dataset_sha256, file_sha256
+from core.jobs.progress import TRAINING_PROGRESS_KEY as PROGRESS_KEY
 from core.registry import Registry
 from core.settings import get_settings
 from flows.finetune import FinetuneParams, finetune_flow
-from tasks.finetune.run import PROGRESS_KEY
 from tests.helpers.datasets import EVAL, NAMES, conversation, write_dataset
 from tests.helpers.tinymodel import make_tiny_base, recite
 
@@ -42,8 +42,8 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny: tuple[Path, Path]
         "FORGEFLOW_HOME": str(tmp_path / "ws"),
         "FORGEFLOW_BASE_MODEL": str(base),
         "FORGEFLOW_VALIDATION__MIN_SAMPLES": "5",
-        "FORGEFLOWEVALUATE__GENERATION_SAMPLES": "2",
-        "FORGEFLOWEVALUATE__MAX_NEW_TOKENS": "8",
+        "FORGEFLOW_EVALUATE__GENERATION_SAMPLES": "2",
+        "FORGEFLOW_EVALUATE__MAX_NEW_TOKENS": "8",
         "FORGEFLOW_EXPORT__QUANTS": '["f16", "q8_0"]',
         "FORGEFLOW_EXPORT__PARITY_PROMPTS": "2",
         "FORGEFLOW_EXPORT__PARITY_TOKENS": "16",

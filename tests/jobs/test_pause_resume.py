@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.jobs.status import process_gone
+from core.jobs.directory import JobDir
 from tests.helpers.stack import Stack
 from tests.jobs.conftest import fine_tune
 
@@ -37,7 +37,7 @@ def test_a_job_paused_for_over_five_minutes_resumes_from_its_checkpoint(
     assert step is not None and 2 <= step < 80
     # suspended, not blocked: the process is gone and its training slot is free for another job
     deadline = time.monotonic() + 60  # the state is set first, then the process exits
-    while not process_gone(stack.home / "jobs" / job):
+    while not JobDir(stack.home / "jobs" / job).process_gone():
         assert time.monotonic() < deadline, "the suspended job's process is still running"
         time.sleep(0.5)
     other = fine_tune(stack, job_dataset, promote=False).json()["job_id"]
@@ -58,7 +58,7 @@ def test_cancel_stops_a_running_job_and_leaves_nothing_half_written(stack: Stack
     assert httpx.post(f"{stack.api}/v1/retrain/{job}/cancel", timeout=30).status_code == 200
     stack.wait_state(job, "Cancelled")
     folder = stack.home / "jobs" / job
-    assert process_gone(folder) or not (folder / "pid").exists()
+    assert JobDir(folder).process_gone() or not (folder / "pid").exists()
     leftovers = [p for p in folder.rglob(".*")]
     assert leftovers == [], leftovers
     assert not (folder / "run" / "train.json").exists()  # never published: training did not finish
@@ -68,6 +68,8 @@ def test_cancel_stops_a_running_job_and_leaves_nothing_half_written(stack: Stack
 
 def test_a_queued_job_is_cancelled_at_once(stack: Stack, job_dataset: Path) -> None:
     blocker = fine_tune(stack, job_dataset, max_steps=3000, promote=False).json()["job_id"]
+    # the blocker must hold the training slot first: created together, either may get it
+    stack.wait_for(blocker, lambda s: s["status"] in ("preparing", "training"))
     queued = fine_tune(stack, job_dataset, promote=False).json()["job_id"]
     try:
         assert stack.status(queued)["status"] == "queued"

@@ -13,7 +13,6 @@ from core.config import TrainConfig
 from core.errors import InputError
 from core.reports import FinetuneReport
 from core.trained import load_tuned, read_run
-from tasks.finetune.checkpoints import request_pause
 from tasks.finetune.run import encode_split, finetune, load_profile
 from tasks.finetune.trainer import complete_checkpoints
 
@@ -100,12 +99,14 @@ def test_a_paused_run_resumes_with_the_same_loss_curve(
     straight = _run(dataset, tiny_base, tmp_path / "straight", cache_dir, cfg)
 
     out = tmp_path / "paused"
+    asked = False
 
     def pause_at_3(event: dict[str, Any]) -> None:
-        if event["step"] == 2:  # asked during step 2's report: honoured at the end of step 3
-            request_pause(out)  # what the flow does when the API asks for a pause
+        nonlocal asked
+        asked = asked or event["step"] == 2  # asked during step 2's report: honoured at the end of step 3
 
-    first = _run(dataset, tiny_base, out, cache_dir, cfg, progress=pause_at_3)
+    # what the flow's pause point answers once the API has asked for a pause
+    first = _run(dataset, tiny_base, out, cache_dir, cfg, progress=pause_at_3, should_pause=lambda: asked)
     assert first.status == "paused" and first.steps == 3
     assert complete_checkpoints(out / "checkpoints")[-1].name == "checkpoint-3"
     assert not (out / "train.json").exists()  # not complete: nothing downstream may use it
