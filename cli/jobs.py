@@ -50,7 +50,7 @@ def retrain(
         job = reply["job_id"]
         minutes = reply["plan"]["estimated_duration_minutes"]
         out.print(f"job {job} started: {reply['reason']} (about {minutes:.0f} min)")
-        out.print(f"Prefect UI: {_ui(settings)}/runs/flow-run/{job}", soft_wrap=True)
+        out.print(f"Prefect UI: {settings.prefect_ui_url}/runs/flow-run/{job}", soft_wrap=True)
         if wait:
             _summary(settings, job, _follow(settings, job))
 
@@ -103,7 +103,7 @@ def _show(job: dict[str, Any]) -> None:
 
 
 def _api(settings: Settings, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    base = f"http://{settings.serve.host}:{settings.serve.port}"
+    base = settings.api_url
     headers = {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"} if settings.api_key else {}
     try:
         reply = httpx.request(method, f"{base}{path}", json=body, headers=headers, timeout=120)
@@ -118,10 +118,6 @@ def _api(settings: Settings, method: str, path: str, body: dict[str, Any] | None
             message = reply.text[:200]
         raise ForgeflowError(f"{method} {path}: {reply.status_code} {message}")
     return dict(reply.json())
-
-
-def _ui(settings: Settings) -> str:
-    return f"http://127.0.0.1:{settings.jobs.prefect_port}"
 
 
 def _follow(settings: Settings, job: str) -> dict[str, Any]:
@@ -175,5 +171,5 @@ def _summary(settings: Settings, job: str, status: dict[str, Any]) -> None:
              "max_tokens": 64, "temperature": 0},
         )  # fmt: skip
         out.print(f"answer: {answer['choices'][0]['message']['content'].strip()}")
-    out.print(f"Prefect UI: {_ui(settings)}/runs/flow-run/{job}", soft_wrap=True)
+    out.print(f"Prefect UI: {settings.prefect_ui_url}/runs/flow-run/{job}", soft_wrap=True)
     out.print("stop the stack with `forgeflow down`")

@@ -28,7 +28,7 @@ def post_to_server(settings: Settings, path: str, body: dict[str, Any], what: st
     """POST to a forgeflow API listening on serve.host:port; None when nothing listens there."""
     import httpx
 
-    base = f"http://{settings.serve.host}:{settings.serve.port}"
+    base = settings.api_url
     headers = {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"} if settings.api_key else {}
     try:
         health = httpx.get(f"{base}/health", timeout=2)

@@ -23,9 +23,8 @@ def _serve(settings: Settings, preload: list[str]) -> None:
     host, port = settings.serve.host, settings.serve.port
     if host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
         err.print(f"[yellow]warning:[/] serving on {host} without FORGEFLOW_API_KEY: anyone may use it")
-    out.print(
-        f"forgeflow API on http://{host}:{port} (OpenAI base URL http://{host}:{port}/v1, docs at /docs)"
-    )
+    url = settings.api_url
+    out.print(f"forgeflow API on {url} (OpenAI base URL {url}/v1, docs at /docs)")
     from tasks.monitor.run import monitor_decision
 
     app = create_app(settings, preload=preload, monitor=monitor_decision)

@@ -173,6 +173,21 @@ class Settings(BaseSettings):
         return self.database_url or f"sqlite:///{self.home / 'registry.db'}"
 
     @property
+    def api_url(self) -> str:
+        """This machine's forgeflow API as a client reaches it (no trailing slash).
+
+        The one place that builds it: a wildcard bind address (`0.0.0.0`, `::`) is not an address to
+        connect to, so it becomes the loopback of its family.
+        """
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.serve.host, self.serve.host)
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.serve.port}"
+
+    @property
+    def prefect_ui_url(self) -> str:
+        """The embedded stack's Prefect server (its UI; the REST API is under `/api`)."""
+        return f"http://127.0.0.1:{self.jobs.prefect_port}"
+
+    @property
     def ollama_url(self) -> str:
         return self.ollama_host or self.serve.ollama_host
 

@@ -13,7 +13,6 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from core.bench.params import FLOW, BenchParams
 from core.jobs.orchestrator import flow_run_id
 from core.processes import die_with_parent
-from core.repos.hooks import server_url
 from core.settings import get_settings
 from tasks.benchmark.run import BenchReport, benchmark_task
 
@@ -42,7 +41,7 @@ def benchmark_flow(params: BenchParams) -> BenchReport:
     ]
     create_table_artifact(rows, key="benchmark-results", description=f"benchmark {report.status}")
     summary = (settings.home / "benchmarks" / run_id / "summary.md").read_text(encoding="utf-8")
-    chart = f"{server_url(None, settings)}/benchmarks/runs/{run_id}/chart.png"
+    chart = f"{settings.api_url}/benchmarks/runs/{run_id}/chart.png"
     create_markdown_artifact(
         f"{summary}\n\n![chart]({chart})\n", key="benchmark-summary", description="summary"
     )

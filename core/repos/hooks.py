@@ -115,15 +115,13 @@ def locate_repo(spec: str, settings: Settings) -> HookTarget:
 
 
 def server_url(server: str | None, settings: Settings) -> str:
-    """The API's base URL, without a trailing slash: `--server`, else `http://{serve.host}:{serve.port}`.
+    """The API's base URL, without a trailing slash: `--server`, else `settings.api_url`.
 
     Raises:
         InputError: `server` is not an http(s) URL with a host.
     """
     if server is None:
-        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(settings.serve.host)
-        host = host or settings.serve.host
-        return f"http://{f'[{host}]' if ':' in host else host}:{settings.serve.port}"
+        return settings.api_url
     bad = f"--server '{server}' is not an http(s) URL: use e.g. http://127.0.0.1:8000"
     if any(ord(c) < 32 or ord(c) == 127 for c in server) or _URL_CHARS.search(server):
         raise InputError(bad)

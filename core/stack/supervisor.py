@@ -35,7 +35,7 @@ def stack_dir(settings: Settings) -> Path:
 
 
 def prefect_api_url(settings: Settings) -> str:
-    return f"http://{HOST}:{settings.jobs.prefect_port}/api"
+    return f"{settings.prefect_ui_url}/api"
 
 
 def stack_env(settings: Settings) -> dict[str, str]:
@@ -56,7 +56,7 @@ def stack_env(settings: Settings) -> dict[str, str]:
             "PREFECT_API_URL": prefect_api_url(settings),
             "PREFECT_HOME": str(settings.home / "prefect"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_UI_URL": f"http://{HOST}:{settings.jobs.prefect_port}",
+            "PREFECT_UI_URL": settings.prefect_ui_url,
             "FORGEFLOW_CPU__SHARED": "true",
             "PYTHONUNBUFFERED": "1",
         }
@@ -77,9 +77,9 @@ class Part:
 
 def parts(settings: Settings) -> list[Part]:
     """Prefect server, the runner serving forgeflow's deployments, the API (with its serving backend)."""
-    api = f"http://{settings.serve.host}:{settings.serve.port}"
+    api = settings.api_url
     port = str(settings.jobs.prefect_port)
-    ui = f"http://{HOST}:{port}"
+    ui = settings.prefect_ui_url
     prefect = python_command("-m", "prefect", "server", "start", "--host", HOST, "--port", port)
     return [
         Part("prefect", prefect, ui, lambda _since: _answers(f"{ui}/api/health")),

@@ -43,7 +43,6 @@ from core.paths import display
 from core.processes import forgeflow_command
 from core.registry import Registry
 from core.registry.errors import ModelNotFound
-from core.repos.hooks import server_url
 from core.serving.process import llama_server_binary
 from core.settings import Settings
 from tasks.benchmark.client import Load, Target, body_for, measure, run_load
@@ -333,7 +332,7 @@ def _endpoint(params: BenchParams, settings: Settings) -> Iterator[Endpoint]:
     if params.base_url is not None:
         yield Endpoint(check_base_url(params.base_url, params.allow_remote), own=False)
         return
-    base = server_url(None, settings)  # the API's loopback address when it listens on every interface
+    base = settings.api_url  # the API's loopback address when it listens on every interface
     if _answers(base):
         yield Endpoint(base, own=True)
         return

@@ -96,7 +96,7 @@ def deploy(decision: PromoteDecision, settings: Settings, *, serve: bool) -> str
         with Registry.from_settings(settings) as registry:
             registry.set_alias(name, CHAMPION, version)
         return decision.candidate
-    base = f"http://{settings.serve.host}:{settings.serve.port}"
+    base = settings.api_url
     headers = {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"} if settings.api_key else {}
     for path, body in (
         (f"/models/{name}/deploy", {"version": version}),  # load it: a failure leaves the alias alone

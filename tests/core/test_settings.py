@@ -80,3 +80,18 @@ def test_a_named_config_file_brings_the_profiles_beside_it(
     assert config_file("train/mine.yaml") is None
     monkeypatch.setenv("FORGEFLOW_CONFIG", str(tmp_path / "project" / "forgeflow.yaml"))
     assert config_file("train/mine.yaml") == tmp_path / "project" / "train" / "mine.yaml"
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:8123"),
+        ("0.0.0.0", "http://127.0.0.1:8123"),  # a bind address, not one to connect to
+        ("::", "http://[::1]:8123"),
+        ("::1", "http://[::1]:8123"),
+        ("forge.internal", "http://forge.internal:8123"),
+    ],
+)
+def test_the_api_url_is_one_a_client_can_reach(host: str, url: str, tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path, serve={"host": host, "port": 8123}, api_key="k" * 32)
+    assert settings.api_url == url
