@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck unit all-tests bench clean repro
+.PHONY: install run test lint typecheck unit integration all-tests bench clean repro
 
 $(STAMP): pyproject.toml scripts/build-llama-cpp.sh
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,14 +36,20 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# the fast tests: everything but the slow end-to-end ones (real SmolLM2, DVC in a fresh clone)
+# The fast tier, to run after every change (tests/helpers/tiers.py): no Prefect server, no
+# llama-server, no training run, no child process importing the model stack; both cores (xdist).
+# FORGEFLOW_TEST_TIER=unit makes a test that starts one of those fail, naming the marker it needs.
 unit: $(STAMP)
-	$(BIN)/pytest -q -m "not slow"
+	FORGEFLOW_TEST_TIER=unit $(BIN)/pytest -q -n 2 -m "not integration and not slow"
+
+# the integration tier alone: the stack, Prefect, llama-server, training, the CLI as a child process
+integration: $(STAMP)
+	$(BIN)/pytest -q -m "integration and not slow"
 
 all-tests: $(STAMP)
 	$(BIN)/pytest -q
 
-# what CI runs: lint, types, and every test (the slow ones included)
+# what CI runs: lint, types, and every test of every tier (the slow ones included)
 test: lint typecheck all-tests
 
 bench: $(STAMP)

@@ -10,13 +10,22 @@ from pathlib import Path
 import pytest
 
 from core.settings import Settings
+from tests.helpers import modelcache, tiers
+from tests.helpers.datasets import EVAL
 from tests.helpers.gitrepo import commit, git
-from tests.helpers.tinymodel import make_tiny_base
+from tests.helpers.recital import CONVERSATIONS
+from tests.helpers.tinymodel import make_tiny_base, recite
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """A test session never touches the user's own workspace (the per-user data directory)."""
-    os.environ.setdefault("FORGEFLOW_HOME", tempfile.mkdtemp(prefix="forgeflow-test-home-"))
+    """A test session never touches the user's own workspace; a unit run guards its tier."""
+    os.environ["FORGEFLOW_HOME"] = tempfile.mkdtemp(prefix="forgeflow-test-home-")  # one per process
+    if tiers.unit_run():
+        tiers.guard_unit_tier()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tiers.mark_folders(items)
 
 
 @pytest.fixture
@@ -46,21 +55,48 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One forgeflow cache for the session: the SmolLM2 tokenizer is converted from its GGUF once."""
-    return tmp_path_factory.mktemp("cache")
+    """One forgeflow cache for the session; SmolLM2's tokenizer in it comes from the test-model cache."""
+    return modelcache.seed_cache(tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture(scope="session")
-def tiny_base(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
-    """A random 2-layer llama with the SmolLM2 tokenizer (tests/export overrides it with a reciting one)."""
-    return make_tiny_base(tmp_path_factory.mktemp("tiny") / "base", cache_dir)
+def tiny_base(cache_dir: Path) -> Path:
+    """A random 2-layer llama with the SmolLM2 tokenizer (tests/helpers/modelcache.py keeps it)."""
+
+    def build(folder: Path) -> None:
+        make_tiny_base(folder / "base", cache_dir)
+
+    return modelcache.cached("tiny-base", build) / "base"
 
 
 @pytest.fixture(scope="session")
-def tiny_gguf(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path) -> Path:
+def reciting_base(cache_dir: Path) -> Path:
+    """The tiny llama trained to recite the parity prompts' answers and the jobs' eval answers.
+
+    One model for every test that needs clear top-1 winners (parity, the promote gate):
+    `recital.CONVERSATIONS` (the export tests' eval split) and `datasets.EVAL` (the flow and job
+    tests' eval split).
+    """
+
+    def build(folder: Path) -> None:
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # a tiny model: OpenMP threads only spin-wait on each other
+        try:
+            recite(make_tiny_base(folder / "base", cache_dir), CONVERSATIONS + EVAL)
+        finally:
+            torch.set_num_threads(threads)
+
+    return modelcache.cached("reciting-base", build) / "base"
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tiny_base: Path) -> Path:
     """The tiny llama as an f16 GGUF (with the SmolLM2 chat template): what the serving tests serve."""
     from tasks.export.convert import convert_to_gguf
 
-    target = tmp_path_factory.mktemp("gguf") / "tiny-f16.gguf"
-    convert_to_gguf(tiny_base, target, name="tiny")
-    return target
+    def build(folder: Path) -> None:
+        convert_to_gguf(tiny_base, folder / "tiny-f16.gguf", name="tiny")
+
+    return modelcache.cached("tiny-gguf", build) / "tiny-f16.gguf"

@@ -17,6 +17,8 @@ import pytest
 
 from tests.helpers.api_server import free_port
 
+pytestmark = pytest.mark.integration  # a llama-server process (see tests/helpers/tiers.py)
+
 FORGEFLOW = str(Path(sys.executable).with_name("forgeflow"))
 
 

@@ -11,6 +11,7 @@ import pytest
 USER = [{"role": "user", "content": "What does the add function return?"}]
 
 
+@pytest.mark.integration
 def test_chat_completion_returns_the_served_version_and_real_usage(client: openai.OpenAI) -> None:
     reply = client.chat.completions.create(model="tiny", messages=USER, max_tokens=8, temperature=0)
     assert reply.model == "tiny:1.1.0"  # bare name → newest version
@@ -22,6 +23,7 @@ def test_chat_completion_returns_the_served_version_and_real_usage(client: opena
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
 
 
+@pytest.mark.integration
 def test_a_version_and_an_alias_resolve_to_their_versions(client: openai.OpenAI) -> None:
     old = client.chat.completions.create(model="tiny:1.0.0", messages=USER, max_tokens=2)
     champion = client.chat.completions.create(model="tiny:champion", messages=USER, max_tokens=2)
@@ -29,6 +31,7 @@ def test_a_version_and_an_alias_resolve_to_their_versions(client: openai.OpenAI)
     assert champion.model == "tiny:1.1.0"
 
 
+@pytest.mark.integration
 def test_stream_with_usage_ends_with_a_usage_chunk(client: openai.OpenAI) -> None:
     chunks = list(
         client.chat.completions.create(
@@ -48,6 +51,7 @@ def test_stream_with_usage_ends_with_a_usage_chunk(client: openai.OpenAI) -> Non
     assert last.usage.prompt_tokens > 5
 
 
+@pytest.mark.integration
 def test_stream_without_usage_has_no_usage_chunk(client: openai.OpenAI) -> None:
     chunks = list(
         client.chat.completions.create(model="tiny", messages=USER, max_tokens=4, temperature=0, stream=True)
@@ -56,6 +60,7 @@ def test_stream_without_usage_has_no_usage_chunk(client: openai.OpenAI) -> None:
     assert all(c.usage is None for c in chunks)
 
 
+@pytest.mark.integration
 def test_stream_and_non_stream_give_the_same_greedy_text(client: openai.OpenAI) -> None:
     whole = client.chat.completions.create(model="tiny", messages=USER, max_tokens=8, temperature=0, seed=1)
     parts = client.chat.completions.create(
@@ -67,6 +72,7 @@ def test_stream_and_non_stream_give_the_same_greedy_text(client: openai.OpenAI) 
     )
 
 
+@pytest.mark.integration
 def test_raw_stream_is_server_sent_events_ending_with_done(api_url: str) -> None:
     body = {"model": "tiny", "messages": USER, "max_tokens": 3, "stream": True}
     with httpx.stream("POST", f"{api_url}/v1/chat/completions", json=body, timeout=60) as r:
@@ -77,6 +83,7 @@ def test_raw_stream_is_server_sent_events_ending_with_done(api_url: str) -> None
     assert events[-1] == "data: [DONE]"
 
 
+@pytest.mark.integration
 def test_text_completion(client: openai.OpenAI) -> None:
     reply = client.completions.create(
         model="tiny:1.0.0", prompt="def add(a, b):", max_tokens=5, temperature=0
@@ -132,6 +139,7 @@ def test_bad_parameters_raise_bad_request_naming_the_parameter(
     assert info.value.body["param"] == param  # type: ignore[index]
 
 
+@pytest.mark.integration
 def test_a_prompt_longer_than_the_context_is_a_bad_request(client: openai.OpenAI) -> None:
     long = [{"role": "user", "content": "word " * 2000}]  # n_ctx is 512 in these tests
     with pytest.raises(openai.BadRequestError):
@@ -145,6 +153,7 @@ def test_a_ten_megabyte_prompt_is_refused_before_it_is_read(client: openai.OpenA
     assert info.value.status_code == 413
 
 
+@pytest.mark.integration
 def test_embeddings_refuse_a_text_generation_model(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         client.embeddings.create(model="tiny", input="hello")

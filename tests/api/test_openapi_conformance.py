@@ -27,6 +27,8 @@ from api.app import create_app
 from api.schemas.requests import MAX_TOKENS as TOKEN_BOUND
 from tests.helpers.api_server import api_settings, running_api, tiny_workspace
 
+pytestmark = pytest.mark.integration  # a llama-server process (see tests/helpers/tiers.py)
+
 # what a fuzzed registry command may change: it runs last, after the reads and the inference
 REGISTRY_COMMANDS = {
     ("POST", "/models"),

@@ -55,6 +55,7 @@ def test_list_refuses_bad_paging(api_url: str, params: dict, param: str) -> None
     assert r.json()["error"]["param"] == param
 
 
+@pytest.mark.integration
 def test_show_has_config_lineage_and_stats_that_count_requests(
     api_url: str, client: openai.OpenAI, gguf_in_roots: Path
 ) -> None:
@@ -107,6 +108,7 @@ def test_duplicate_version_is_409(api_url: str, gguf_in_roots: Path) -> None:
     assert _register(api_url, gguf_in_roots, name="dupe", version="2.0.0").status_code == 409
 
 
+@pytest.mark.integration
 def test_rollback_moves_the_alias_and_serves_the_older_version(
     api_url: str, client: openai.OpenAI, gguf_in_roots: Path
 ) -> None:
@@ -140,6 +142,7 @@ def test_delete_removes_every_version_and_its_aliases(api_url: str, gguf_in_root
     assert httpx.delete(f"{api_url}/models/doomed").status_code == 404
 
 
+@pytest.mark.integration
 def test_deploy_makes_the_model_active_and_the_default_for_requests(
     api_url: str, gguf_in_roots: Path
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 
 def test_health_has_the_seed_fields(api_url: str) -> None:
@@ -17,6 +18,7 @@ def test_health_has_the_seed_fields(api_url: str) -> None:
     assert body["timestamp"].endswith("Z")
 
 
+@pytest.mark.integration
 def test_query_answers_in_the_seed_shape(api_url: str) -> None:
     r = httpx.post(
         f"{api_url}/v1/query", json={"prompt": "What is git?", "model": "tiny", "max_tokens": 3}, timeout=60
@@ -27,6 +29,7 @@ def test_query_answers_in_the_seed_shape(api_url: str) -> None:
     assert body["model"] == "tiny:1.1.0" and body["tokens_used"] > 3
 
 
+@pytest.mark.integration
 def test_infer_on_a_generation_model_reports_timing(api_url: str) -> None:
     r = httpx.post(
         f"{api_url}/infer/tiny:1.0.0", json={"text": "hello", "options": {"max_tokens": 2}}, timeout=60
@@ -56,6 +59,7 @@ def test_infer_on_an_unknown_model_is_404(api_url: str) -> None:
     assert r.status_code == 404 and r.json()["error"]["code"] == "MODEL_NOT_FOUND"
 
 
+@pytest.mark.integration
 def test_metrics_count_requests_tokens_and_latency(api_url: str) -> None:
     httpx.post(
         f"{api_url}/v1/query", json={"prompt": "count me", "model": "tiny:1.0.0", "max_tokens": 2}, timeout=60

@@ -18,6 +18,8 @@ import pytest
 from core.config import ServeConfig
 from tests.helpers.api_server import api_settings, running_api
 
+pytestmark = pytest.mark.integration  # a llama-server process (see tests/helpers/tiers.py)
+
 USER = [{"role": "user", "content": "Explain what a function is."}]
 MODEL = "tiny:1.0.0"
 

@@ -22,6 +22,7 @@ def _metric(api_url: str, name: str, model: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
+@pytest.mark.integration
 def test_a_client_leaving_mid_stream_cancels_the_generation(api_root: Path) -> None:
     # its own server with room for a long answer: 1,900 tokens take seconds even for the tiny model,
     # so the client is gone long before the answer could end on its own
@@ -46,6 +47,7 @@ def test_a_client_leaving_mid_stream_cancels_the_generation(api_root: Path) -> N
         assert reply.status_code == 200
 
 
+@pytest.mark.integration
 def test_an_inference_over_the_timeout_is_504_inference_timeout(api_root: Path) -> None:
     serve = ServeConfig(n_ctx=512, request_timeout_s=0.02, start_timeout_s=60)
     with running_api(api_settings(api_root, serve=serve), preload=["tiny:1.0.0"]) as url:

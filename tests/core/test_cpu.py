@@ -117,6 +117,7 @@ def budget_in_child(tmp_path: Path, cpu: dict[str, Any], affinity: int = 0, nice
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.integration  # a fresh Python process importing torch
 def test_shared_budget_sets_torch_threads_and_raises_niceness_once(tmp_path: Path) -> None:
     seen = budget_in_child(tmp_path, {"shared": True, "serve_threads": 1, "train_nice": 7})
     expected = max(1, seen["cores"] - 1)
@@ -127,18 +128,21 @@ def test_shared_budget_sets_torch_threads_and_raises_niceness_once(tmp_path: Pat
     assert seen["second"] == {k: seen["first"][k] for k in seen["second"]}  # idempotent
 
 
+@pytest.mark.integration  # a fresh Python process importing torch
 def test_shared_budget_on_one_core_keeps_one_training_thread(tmp_path: Path) -> None:
     seen = budget_in_child(tmp_path, {"shared": True, "serve_threads": 1, "train_nice": 3}, affinity=1)
     assert seen["cores"] == 1
     assert seen["first"]["threads"] == 1
 
 
+@pytest.mark.integration  # a fresh Python process importing torch
 def test_niceness_is_never_lowered(tmp_path: Path) -> None:
     seen = budget_in_child(tmp_path, {"shared": True, "train_nice": 5}, nice_first=12)
     assert seen["nice_before"] >= 12
     assert seen["first"]["nice"] == seen["second"]["nice"] == seen["nice_before"]
 
 
+@pytest.mark.integration  # a fresh Python process importing torch
 def test_not_shared_leaves_torch_and_niceness_alone(tmp_path: Path) -> None:
     seen = budget_in_child(tmp_path, {"shared": False, "train_nice": 10})
     assert seen["first"]["threads"] == seen["default_threads"]
@@ -165,6 +169,7 @@ def served_threads(backend: LlamaCppBackend, gguf: Path) -> tuple[str, str]:
     return argv[argv.index("--threads") + 1], argv[argv.index("--threads-batch") + 1]
 
 
+@pytest.mark.integration
 def test_llama_server_gets_the_serving_threads_when_shared(tiny_gguf: Path, tmp_path: Path) -> None:
     n = usable_cores() + 1  # a count that no unshared default would give
     cpu = CpuConfig(shared=True, serve_threads=n)
@@ -185,6 +190,7 @@ def shared_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
     get_settings.cache_clear()
 
 
+@pytest.mark.integration
 def test_the_backend_reads_the_shared_setting_from_the_environment(
     tiny_gguf: Path, tmp_path: Path, shared_env: int
 ) -> None:

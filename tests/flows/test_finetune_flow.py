@@ -16,16 +16,12 @@ from core.registry import Registry
 from core.settings import get_settings
 from flows.finetune import FinetuneParams, finetune_flow
 from tests.helpers.datasets import EVAL, NAMES, conversation, write_dataset
-from tests.helpers.tinymodel import make_tiny_base, recite
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A tiny base that recites the eval answers: clear top-1 winners for the parity check."""
-    root = tmp_path_factory.mktemp("flowmodel")
-    base = make_tiny_base(root / "base", root / "cache")
-    recite(base, EVAL)  # the eval split: the parity prompts
-    return base, root / "cache"
+def tiny(reciting_base: Path, cache_dir: Path) -> tuple[Path, Path]:
+    """The session's tiny base that recites the eval answers: clear top-1 winners for parity."""
+    return reciting_base, cache_dir
 
 
 @pytest.fixture

@@ -11,10 +11,14 @@ from pathlib import Path
 
 from click.testing import Result
 
+from tests.helpers.modelcache import seed_cache
+
 FORGEFLOW = str(Path(sys.executable).parent / "forgeflow")
 
 
 def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`forgeflow ARGS` in `tmp_path`, its workspace `tmp_path/ws` (SmolLM2's tokenizer already in it)."""
+    seed_cache(tmp_path / "ws" / "cache")
     env = {
         **os.environ,
         "FORGEFLOW_HOME": str(tmp_path / "ws"),

@@ -17,6 +17,7 @@ import httpx
 import yaml
 
 from tests.helpers.api_server import free_port
+from tests.helpers.tiers import NeedsIntegrationTier, unit_run
 
 ROOT = Path(__file__).resolve().parents[2]
 FORGEFLOW = str(Path(sys.executable).with_name("forgeflow"))
@@ -109,6 +110,8 @@ def running_stack(root: Path, extra: dict[str, Any] | None = None) -> Iterator[S
     `up` runs in a user's project whose own packages shadow forgeflow's (`shadowing_project`): every
     test on this stack is a test that nothing in the user's directory reaches forgeflow's processes.
     """
+    if unit_run():
+        raise NeedsIntegrationTier("this test starts the stack: mark it @pytest.mark.integration")
     api_port, prefect_port = free_port(), free_port()
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "FORGEFLOW_"))

@@ -15,7 +15,6 @@ import pytest
 
 from tests.helpers.datasets import EVAL, NAMES, conversation, write_dataset
 from tests.helpers.stack import Stack, running_stack
-from tests.helpers.tinymodel import make_tiny_base, recite
 
 
 @pytest.fixture(scope="session")
@@ -24,11 +23,9 @@ def jobs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def job_base(jobs_root: Path) -> Path:
-    """A tiny base that recites the eval answers (clear top-1 winners for the parity check)."""
-    base = make_tiny_base(jobs_root / "base", jobs_root / "cache")
-    recite(base, EVAL)
-    return base
+def job_base(reciting_base: Path) -> Path:
+    """The session's tiny base that recites the eval answers (clear top-1 winners for parity)."""
+    return reciting_base
 
 
 @pytest.fixture(scope="session")

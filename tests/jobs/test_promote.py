@@ -10,14 +10,13 @@ import pytest
 
 from tests.helpers.datasets import EVAL, NAMES, conversation, write_dataset
 from tests.helpers.stack import Stack
-from tests.helpers.tinymodel import make_tiny_base
 from tests.jobs.conftest import fine_tune
 
 
 @pytest.fixture(scope="module")
-def learnable(jobs_root: Path) -> tuple[Path, Path]:
+def learnable(jobs_root: Path, tiny_base: Path) -> tuple[Path, Path]:
     """A fresh (unrecited) tiny base, and data whose train split holds the eval answers: learnable."""
-    base = make_tiny_base(jobs_root / "fresh-base", jobs_root / "cache", seed=1)
+    base = tiny_base
     # the eval answers under reworded prompts: what the tuned model learns shows on the eval split
     train = [
         [{"role": "user", "content": f"{m[0]['content']} (question {i})"}, m[1]]

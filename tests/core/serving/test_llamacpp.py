@@ -31,6 +31,8 @@ from core.serving.base import (
 )
 from core.serving.llamacpp.backend import LlamaCppBackend
 
+pytestmark = pytest.mark.integration  # a llama-server process (see tests/helpers/tiers.py)
+
 T = TypeVar("T")
 KEY = "tiny:1"
 HELLO = [{"role": "user", "content": "Write a function that adds two numbers."}]

@@ -46,6 +46,7 @@ def _run(settings: Settings, **params: object) -> tuple[object, Path]:
     return report, settings.home / "benchmarks" / run_id
 
 
+@pytest.mark.integration
 def test_a_run_measures_consistent_figures_from_the_servers_usage(served: Settings) -> None:
     report, out = _run(
         served,
@@ -99,6 +100,7 @@ def test_a_run_measures_consistent_figures_from_the_servers_usage(served: Settin
     assert report.cold["tiny:1.0.0"].ok  # type: ignore[attr-defined]
 
 
+@pytest.mark.integration
 def test_two_models_are_compared_and_the_results_recorded_on_each_version(served: Settings) -> None:
     report, out = _run(
         served,

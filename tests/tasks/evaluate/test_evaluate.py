@@ -23,6 +23,8 @@ from tasks.evaluate.generation import exact_match, normalize_answer, rouge_l_f1,
 from tasks.evaluate.run import ARTIFACT_KEY, evaluate_model, evaluate_task, score_nll
 from tests.helpers.cli import invoke
 
+pytestmark = pytest.mark.integration  # its tuned run is really trained (conftest.py)
+
 CFG = EvalConfig(batch_size=3, generation_samples=2, max_new_tokens=16)
 QUICK = EvalConfig(max_samples=3, generation_samples=0)  # NLL on three samples, no generation
 

@@ -16,7 +16,7 @@ import pytest
 from core.config import ExportConfig
 from tasks.export.run import export_model
 from tests.helpers.recital import CONVERSATIONS
-from tests.helpers.tinymodel import make_tiny_base, make_tiny_run, recite
+from tests.helpers.tinymodel import make_tiny_run
 
 
 @contextlib.contextmanager
@@ -41,15 +41,6 @@ def _one_torch_thread() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def tiny_base(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
-    """The tiny llama, trained to recite ANSWERS."""
-    with single_threaded_torch():
-        base = make_tiny_base(tmp_path_factory.mktemp("models") / "base", cache_dir)
-        recite(base, CONVERSATIONS)
-    return base
-
-
-@pytest.fixture(scope="session")
 def eval_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A dataset directory whose eval.jsonl holds CONVERSATIONS."""
     data = tmp_path_factory.mktemp("dataset")
@@ -61,9 +52,9 @@ def eval_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def lora_run(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path) -> Path:
+def lora_run(tmp_path_factory: pytest.TempPathFactory, reciting_base: Path) -> Path:
     with single_threaded_torch():
-        return make_tiny_run(tmp_path_factory.mktemp("runs") / "lora", tiny_base, "lora")
+        return make_tiny_run(tmp_path_factory.mktemp("runs") / "lora", reciting_base, "lora")
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,8 @@ from tests.helpers.cli import invoke
 from tests.helpers.recital import ANSWERS, CONVERSATIONS
 from tests.helpers.tinymodel import make_tiny_base, make_tiny_run
 
+pytestmark = pytest.mark.integration  # GGUF round trips: the converter runs as a child process
+
 GGUFS = ("model-f16.gguf", "model-q8_0.gguf", "model-q4_k_m.gguf")
 
 
@@ -58,8 +60,10 @@ def test_merged_lora_logits_equal_adapter_logits(
     _assert_merge_matches_adapter(lora_run, out / "merged", cache_dir)
 
 
-def test_merged_dora_logits_equal_adapter_logits(tiny_base: Path, cache_dir: Path, tmp_path: Path) -> None:
-    run = make_tiny_run(tmp_path / "dora", tiny_base, "dora")
+def test_merged_dora_logits_equal_adapter_logits(
+    reciting_base: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    run = make_tiny_run(tmp_path / "dora", reciting_base, "dora")
     merge_adapter(read_run(run), tmp_path / "merged", cache_dir)
     _assert_merge_matches_adapter(run, tmp_path / "merged", cache_dir)
 
@@ -207,10 +211,12 @@ def test_task_publishes_the_report_as_an_artifact(
     assert published == {"md": (out / "export.md").read_text(), "key": "export-report", "description": ANY}
 
 
-def test_plain_model_dir_is_converted_without_merge(tiny_base: Path, cache_dir: Path, tmp_path: Path) -> None:
+def test_plain_model_dir_is_converted_without_merge(
+    reciting_base: Path, cache_dir: Path, tmp_path: Path
+) -> None:
     cfg = ExportConfig(quants=["f16"])
 
-    manifest = export_model(tiny_base, tmp_path / "out", cfg, cache_dir).model_dump()  # built-in prompts
+    manifest = export_model(reciting_base, tmp_path / "out", cfg, cache_dir).model_dump()  # built-in prompts
 
     assert not (tmp_path / "out" / "merged").exists()
     assert (manifest["source"]["kind"], manifest["parity_setup"]["prompts_from"]) == ("model", "built-in")
@@ -238,9 +244,9 @@ def test_gguf_below_its_parity_threshold_fails_after_writing_reports(
     assert "# Export: FAILED" in (tmp_path / "out" / "export.md").read_text()
 
 
-def test_converter_failure_names_the_problem_without_temp_paths(tiny_base: Path, tmp_path: Path) -> None:
+def test_converter_failure_names_the_problem_without_temp_paths(reciting_base: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken"
-    shutil.copytree(tiny_base, broken)
+    shutil.copytree(reciting_base, broken)
     config = json.loads((broken / "config.json").read_text())
     (broken / "config.json").write_text(json.dumps(config | {"architectures": ["NoSuchForCausalLM"]}))
 

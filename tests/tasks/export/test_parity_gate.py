@@ -114,6 +114,7 @@ def test_thresholds_are_bounded_and_the_old_key_is_named() -> None:
 # --- real exports of the tiny model ---------------------------------------------------------------
 
 
+@pytest.mark.integration  # a full export: the GGUF converter runs as a child process
 def test_a_correct_quantized_export_passes(exported: tuple[Path, dict]) -> None:
     out, manifest = exported
     assert manifest["passed"] is True
@@ -130,6 +131,7 @@ def test_a_correct_quantized_export_passes(exported: tuple[Path, dict]) -> None:
     assert "mean KL" in report and "top-1" in report
 
 
+@pytest.mark.integration  # a full export: the GGUF converter runs as a child process
 def test_a_gguf_with_swapped_tensors_fails_with_its_kl(
     exported: tuple[Path, dict],
     lora_run: Path,
@@ -155,6 +157,7 @@ def test_a_gguf_with_swapped_tensors_fails_with_its_kl(
     assert "# Export: FAILED" in (out / "export.md").read_text()
 
 
+@pytest.mark.integration  # a full export: the GGUF converter runs as a child process
 def test_the_chat_template_is_checked_on_the_metadata_not_by_parity(
     exported: tuple[Path, dict],
     lora_run: Path,

@@ -30,6 +30,7 @@ def _run(dataset: Path, base: Path, out: Path, cache: Path, cfg: TrainConfig, **
     return finetune(dataset, str(base), out, cfg, cache, **kw)
 
 
+@pytest.mark.integration
 def test_training_lowers_the_loss_and_leaves_a_complete_run(
     dataset: Path, tiny_base: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
@@ -92,6 +93,7 @@ def test_packed_rows_keep_attention_within_each_sample(
     assert torch.allclose(packed_logits, torch.cat(apart), atol=1e-4)
 
 
+@pytest.mark.integration
 def test_a_paused_run_resumes_with_the_same_loss_curve(
     dataset: Path, tiny_base: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
@@ -121,6 +123,7 @@ def test_a_paused_run_resumes_with_the_same_loss_curve(
         assert resumed[step] == pytest.approx(expected[step], abs=1e-4), step
 
 
+@pytest.mark.integration
 def test_resume_refuses_a_changed_config(
     dataset: Path, tiny_base: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
@@ -136,6 +139,7 @@ def test_resume_refuses_a_changed_config(
     assert [p.name for p in complete_checkpoints(out / "checkpoints")] == ["checkpoint-2"]
 
 
+@pytest.mark.integration
 def test_a_finished_run_is_not_retrained(
     dataset: Path, tiny_base: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
@@ -147,6 +151,7 @@ def test_a_finished_run_is_not_retrained(
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").stat().st_mtime_ns == stamp
 
 
+@pytest.mark.integration
 def test_pissa_is_saved_as_a_lora_the_original_base_can_take(
     dataset: Path, tiny_base: Path, cache_dir: Path, tmp_path: Path
 ) -> None:
