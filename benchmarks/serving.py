@@ -42,7 +42,6 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import hashlib
 import itertools
 import json
@@ -68,7 +67,7 @@ sys.path.insert(0, str(ROOT))
 
 from core.base_models import embedded_gguf  # noqa: E402
 from core.errors import InputError  # noqa: E402
-from core.processes import die_with_parent_preexec  # noqa: E402
+from core.processes import spawn  # noqa: E402
 
 FORGEFLOW = ROOT / ".venv/bin/forgeflow"
 TOPICS = [
@@ -231,17 +230,8 @@ class Servers:
         }
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        with (self.work / f"{name}.log").open("wb") as log:
-            self.procs[name] = subprocess.Popen(
-                argv,
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=functools.partial(die_with_parent_preexec, os.getpid()),
-                start_new_session=True,  # a Ctrl-C is ours to handle: we stop the servers in order
-            )
+        # its own session: a Ctrl-C is ours to handle, we stop the servers in order
+        self.procs[name] = spawn(argv, self.work / f"{name}.log", env=env, cwd=ROOT)
         return self.procs[name]
 
     async def wait_ready(self, name: str, client: httpx.AsyncClient, url: str, timeout: float = 300) -> None:

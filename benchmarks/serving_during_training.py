@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
 import json
 import math
 import os
@@ -182,19 +181,10 @@ def _client() -> httpx.AsyncClient:
 
 def start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     sys.path.insert(0, str(ROOT))
-    from core.processes import die_with_parent_preexec
+    from core.processes import spawn
 
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            preexec_fn=functools.partial(die_with_parent_preexec, os.getpid()),
-            start_new_session=True,
-        )
+    log.unlink(missing_ok=True)  # one phase, one log
+    return spawn(argv, log, env=env, cwd=ROOT)
 
 
 def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGINT, timeout: float = 30) -> None:

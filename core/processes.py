@@ -13,8 +13,10 @@ directory.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -48,3 +50,30 @@ def die_with_parent() -> None:
     if parent == 1:
         return  # already adopted by init: there is no parent to follow
     die_with_parent_preexec(parent)
+
+
+def spawn(
+    argv: list[str],
+    log: Path,
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    header: str = "",
+) -> subprocess.Popen[bytes]:
+    """Start a child that dies with this process: its own session (a Ctrl-C in our terminal is ours
+    to handle), no stdin, stdout and stderr appended to `log` after `header`."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        if header:
+            out.write(header.encode())
+            out.flush()
+        return subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=functools.partial(die_with_parent_preexec, os.getpid()),
+            start_new_session=True,
+        )

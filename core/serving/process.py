@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 import re
 import shutil
@@ -25,7 +24,7 @@ from pathlib import Path
 import httpx
 
 from core.paths import scrub_paths
-from core.processes import die_with_parent_preexec
+from core.processes import spawn
 from core.serving.base import BackendError, BackendUnavailable
 
 HOST = "127.0.0.1"
@@ -81,22 +80,10 @@ class ServerProcess:
         Call it from the event loop's thread: PR_SET_PDEATHSIG fires when the *thread* that forked the
         child exits, so a short-lived worker thread would take the server down with it.
         """
-        log_path.parent.mkdir(parents=True, exist_ok=True)
         argv = [str(binary), *args, "--host", HOST, "--port", "0"]
-        with log_path.open("ab") as log:
-            offset = log.seek(0, os.SEEK_END)
-            log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting\n".encode())
-            log.flush()
-            popen = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=child_env(),
-                preexec_fn=functools.partial(die_with_parent_preexec, os.getpid()),
-                start_new_session=True,  # Ctrl-C in our terminal is ours to handle, not the servers'
-            )
-        return cls(popen, log_path, offset)
+        offset = log_path.stat().st_size if log_path.exists() else 0  # this run's lines start here
+        header = f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting\n"
+        return cls(spawn(argv, log_path, env=child_env(), header=header), log_path, offset)
 
     @property
     def pid(self) -> int:

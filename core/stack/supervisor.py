@@ -7,7 +7,6 @@ PR_SET_PDEATHSIG (so nothing outlives it), restarts a part that dies, and writes
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import signal
@@ -21,7 +20,7 @@ from typing import Any
 import httpx
 
 from core.atomic import write_json
-from core.processes import die_with_parent_preexec, forgeflow_command, python_command
+from core.processes import forgeflow_command, python_command, spawn
 from core.settings import CONFIG_ENV, MAIN_CONFIG, Settings, config_file
 
 HOST = "127.0.0.1"
@@ -189,21 +188,13 @@ class Supervisor:
         self._write_state()
 
     def _spawn(self, part: Part) -> subprocess.Popen[bytes]:
-        logs = self.dir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        with (logs / f"{part.name}.log").open("ab") as log:
-            log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {part.name}\n".encode())
-            log.flush()
-            return subprocess.Popen(
-                part.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=stack_env(self.settings),
-                preexec_fn=functools.partial(die_with_parent_preexec, os.getpid()),
-                cwd=self.settings.home,  # the workspace, never the directory `forgeflow up` ran in
-                start_new_session=True,
-            )
+        return spawn(
+            part.argv,
+            self.dir / "logs" / f"{part.name}.log",
+            env=stack_env(self.settings),
+            cwd=self.settings.home,  # the workspace, never the directory `forgeflow up` ran in
+            header=f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting {part.name}\n",
+        )
 
     def _write_state(self) -> None:
         write_json(

@@ -40,7 +40,7 @@ from core.bench.suites import Suite, conversations
 from core.errors import ForgeflowError
 from core.gguf import inspect_gguf
 from core.paths import display
-from core.processes import forgeflow_command
+from core.processes import forgeflow_command, spawn
 from core.registry import Registry
 from core.registry.errors import ModelNotFound
 from core.serving.process import llama_server_binary
@@ -354,22 +354,13 @@ def _ephemeral_server(settings: Settings) -> Iterator[tuple[str, subprocess.Pope
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = settings.home / "benchmarks" / "serve.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
         "FORGEFLOW_SERVE__HOST": "127.0.0.1",
         "FORGEFLOW_SERVE__PORT": str(port),
         "FORGEFLOW_HOME": str(settings.home.resolve()),
     }
-    with log.open("ab") as fh:
-        proc = subprocess.Popen(
-            forgeflow_command("serve"),
-            env=env,
-            cwd=settings.home,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = spawn(forgeflow_command("serve"), log, env=env, cwd=settings.home)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + settings.serve.start_timeout_s
