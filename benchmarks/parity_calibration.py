@@ -180,22 +180,24 @@ def summary(cases: dict[str, dict[str, Any]]) -> dict[str, Any]:
         ]
         entry: dict[str, Any] = {}
         if intact:
-            entry["intact_worst"] = {
-                "kl": max(r["kl"] for r in intact),
-                "ppl_change": max(r["ppl_change"] for r in intact),
-                "agreement": min(r["agreement"] for r in intact),
-                "measurements": len(intact),
-            }
+            entry["intact_worst"] = _extreme(intact, worst=True)
         if swapped:
-            entry["swapped_mildest"] = {
-                "kl": min(r["kl"] for r in swapped),
-                "ppl_change": min(r["ppl_change"] for r in swapped),
-                "agreement": max(r["agreement"] for r in swapped),
-                "measurements": len(swapped),
-            }
+            entry["swapped_mildest"] = _extreme(swapped, worst=False)
         if entry:
             out[quant] = entry
     return out
+
+
+def _extreme(rows: list[dict[str, Any]], *, worst: bool) -> dict[str, Any]:
+    """The worst figures of intact exports (highest KL and perplexity change, lowest agreement), or
+    the mildest of corrupted ones (the opposite)."""
+    high, low = (max, min) if worst else (min, max)
+    return {
+        "kl": high(r["kl"] for r in rows),
+        "ppl_change": high(r["ppl_change"] for r in rows),
+        "agreement": low(r["agreement"] for r in rows),
+        "measurements": len(rows),
+    }
 
 
 def main() -> None:

@@ -49,14 +49,9 @@ def _level(r: Any) -> dict[str, Any]:
         return {k: getattr(dist, k) for k in ("mean", "p50", "p90", "p95", "p99")}
 
     cc = r.cross_check
+    counts = ("model", "scenario", "concurrency", "requests", "completed", "errors", "timeouts")
     return {
-        "model": r.model,
-        "scenario": r.scenario,
-        "concurrency": r.concurrency,
-        "requests": r.requests,
-        "completed": r.completed,
-        "errors": r.errors,
-        "timeouts": r.timeouts,
+        **r.model_dump(include=set(counts)),
         "wall_s": round(r.wall_s, 3),
         "output_tokens_per_s": round(r.output_throughput, 2),
         "requests_per_s": round(r.request_throughput, 3),

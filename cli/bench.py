@@ -54,21 +54,12 @@ def bench(
 
     params = run(
         lambda: BenchParams(
-            models=model,
-            suite=suite,
-            base_url=base_url,
-            allow_remote=allow_remote,
-            concurrency=_levels(concurrency),
-            requests=requests,
-            max_tokens=max_tokens,
-            rate=rate,
-            warmup=warmup,
-            scenarios=scenario or None,
-            dataset=str(data) if data else None,
-            ignore_eos=ignore_eos,
-            source="cli",
+            models=model, suite=suite, base_url=base_url, allow_remote=allow_remote,
+            concurrency=_levels(concurrency), requests=requests, max_tokens=max_tokens, rate=rate,
+            warmup=warmup, scenarios=scenario or None, dataset=str(data) if data else None,
+            ignore_eos=ignore_eos, source="cli",
         )
-    )
+    )  # fmt: skip
     with progress() as bar:
         task = bar.add_task("benchmark", total=None)
 
@@ -95,48 +86,30 @@ def bench(
         raise typer.Exit(1)
 
 
+# the Markdown summary's figures that fit a terminal
+SHOWN = {
+    "out tok/s",
+    "req/s",
+    "TTFT p50 ms",
+    "TTFT p95 ms",
+    "TPOT p50 ms",
+    "ITL p50 ms",
+    "e2e p50 ms",
+    "e2e p99 ms",
+}
+SHOWN |= {"errors", "timeouts"}
+
+
 def _table(report: Any) -> Table:
+    from tasks.benchmark.report import FIGURES
+
+    figures = [(name, cell) for name, cell in FIGURES if name in SHOWN]
     table = Table(title=f"benchmark {report.suite} · {report.endpoint}")
-    for col in (
-        "model",
-        "scenario",
-        "c",
-        "out tok/s",
-        "req/s",
-        "TTFT p50",
-        "TTFT p95",
-        "TPOT p50",
-        "ITL p50",
-        "e2e p50",
-        "e2e p99",
-        "err",
-        "t/o",
-    ):
+    for col in ("model", "scenario", "c", *(name for name, _ in figures)):
         table.add_column(col, justify="left" if col in ("model", "scenario") else "right")
     for r in report.results:
-        table.add_row(
-            r.model,
-            r.scenario,
-            str(r.concurrency),
-            f"{r.output_throughput:.1f}",
-            f"{r.request_throughput:.2f}",
-            _pct(r.ttft_ms, "p50"),
-            _pct(r.ttft_ms, "p95"),
-            _pct(r.tpot_ms, "p50"),
-            _pct(r.itl_ms, "p50"),
-            _pct(r.e2e_ms, "p50"),
-            _pct(r.e2e_ms, "p99"),
-            str(r.errors),
-            str(r.timeouts),
-        )
+        table.add_row(r.model, r.scenario, str(r.concurrency), *(cell(r) for _, cell in figures))
     return table
-
-
-def _pct(dist: Any, name: str) -> str:
-    value = getattr(dist, name)
-    if value is None:
-        return f"n={dist.n}" if name in dist.insufficient else "—"
-    return f"{value:.0f}"
 
 
 def _ms(v: float | None) -> str:

@@ -39,9 +39,7 @@ def deployments(settings: Settings) -> list[Any]:
         entrypoint_type=by_module,
         tags=[JOB_TAG],
         description="every forgeflow training job; its concurrency limit is how many train at once",
-        concurrency_limit=ConcurrencyLimitConfig(
-            limit=settings.jobs.max_training_runs, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
-        ),
+        concurrency_limit=_queued(settings.jobs.max_training_runs),
     )
     bench = benchmark_flow.to_deployment(
         name=BENCHMARK_DEPLOYMENT,
@@ -49,9 +47,7 @@ def deployments(settings: Settings) -> list[Any]:
         tags=[BENCHMARK_TAG],
         description="benchmark runs (`POST /benchmarks/run`): one at a time, models one after another",
         # two runs at once would measure each other on shared cores: the rest wait their turn
-        concurrency_limit=ConcurrencyLimitConfig(
-            limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
-        ),
+        concurrency_limit=_queued(1),
     )
     found = [training, bench]
     minutes = settings.jobs.monitor_interval_minutes
@@ -65,6 +61,11 @@ def deployments(settings: Settings) -> list[Any]:
             )
         )
     return found
+
+
+def _queued(limit: int) -> ConcurrencyLimitConfig:
+    """At most `limit` runs at once; the others wait in Scheduled (AwaitingConcurrencySlot)."""
+    return ConcurrencyLimitConfig(limit=limit, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
 
 
 def serve_deployments(settings: Settings) -> None:

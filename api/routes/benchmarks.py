@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -84,16 +85,8 @@ def list_suites() -> SuiteList:
         except InputError:
             continue  # a broken file is reported when it is run, not by hiding the others
         scenarios = [
-            ScenarioInfo(
-                name=s.name,
-                description=s.description,
-                source=s.source,
-                max_tokens=s.max_tokens,
-                temperature=s.temperature,
-                requests=s.requests,
-                concurrency=list(s.concurrency),
-                rate=s.rate,
-                prompts=len(s.prompts) if s.source == "prompts" else s.samples,
+            ScenarioInfo.model_validate(
+                s.model_dump() | {"prompts": len(s.prompts) if s.source == "prompts" else s.samples}
             )
             for s in suite.scenarios
         ]
@@ -137,23 +130,12 @@ def _params(body: RunRequest) -> BenchParams:
 
 
 def _checked(c: Any, body: RunRequest, concurrency: list[int] | None) -> BenchParams:
+    same = {"base_url", "allow_remote", "max_tokens", "temperature", "rate", "warmup", "scenarios", "dataset"}
     return BenchParams(
-        models=body.modelIds,
-        suite=body.suiteName,
-        base_url=c.base_url,
-        allow_remote=c.allow_remote,
-        concurrency=concurrency,
-        requests=c.iterations,
-        max_tokens=c.max_tokens,
-        temperature=c.temperature,
-        rate=c.rate,
-        warmup=c.warmup,
-        scenarios=c.scenarios,
-        dataset=c.dataset,
-        ignore_eos=c.ignore_eos,
-        request_timeout_s=None if c.timeout is None else c.timeout / 1000,
-        source="api",
-    )
+        **c.model_dump(include=same | {"ignore_eos"}),
+        models=body.modelIds, suite=body.suiteName, concurrency=concurrency, requests=c.iterations,
+        request_timeout_s=None if c.timeout is None else c.timeout / 1000, source="api",
+    )  # fmt: skip
 
 
 def _create_row(settings: Settings, run_id: str, suite: str, models: list[str], params: BenchParams) -> None:
@@ -176,7 +158,10 @@ async def list_runs(
     runs, total = await asyncio.to_thread(_list, state.settings, page, limit, status)
     runs = [await _reconciled(state.settings, r) for r in runs]
     return RunPage(
-        runs=[_run(r) for r in runs], total=total, page=page, pages=max(1, math.ceil(total / limit))
+        runs=[BenchmarkRun.from_info(r) for r in runs],
+        total=total,
+        page=page,
+        pages=max(1, math.ceil(total / limit)),
     )
 
 
@@ -192,7 +177,7 @@ async def get_run(run_id: uuid.UUID, state: StateDep) -> RunDetail:
     """One run and its results (one per model, scenario and concurrency level)."""
     run = await _reconciled(state.settings, await asyncio.to_thread(_get, state.settings, run_id))
     results = await asyncio.to_thread(_results, state.settings, str(run_id), None)
-    return RunDetail(run=_run(run), results=[_result(r) for r in results])
+    return RunDetail(run=BenchmarkRun.from_info(run), results=[BenchmarkResult.from_info(r) for r in results])
 
 
 @router.get("/benchmarks/results", operation_id="list_benchmark_results")
@@ -205,51 +190,50 @@ async def list_results(
     if runId is not None:
         await asyncio.to_thread(_get, state.settings, runId)  # 404 for an unknown run
     found = await asyncio.to_thread(_results, state.settings, str(runId) if runId else None, modelId)
-    return ResultList(results=[_result(r) for r in found])
+    return ResultList(results=[BenchmarkResult.from_info(r) for r in found])
 
 
-@router.get(
-    "/benchmarks/runs/{run_id}/export/json",
-    operation_id="export_benchmark_json",
-    response_class=Response,
-    responses=JSON_FILE,
-)
-async def export_json(run_id: uuid.UUID, state: StateDep) -> Response:
-    """results.json: the run with every level's full figures, the cold starts and the machine."""
-    return await _file(state.settings, run_id, "results.json", "application/json")
+@dataclass(frozen=True)
+class RunFile:
+    """A file a benchmark run leaves, served as it is (a download unless `inline`)."""
+
+    path: str
+    operation_id: str
+    name: str  # the route's name: its summary in the OpenAPI document
+    file: str
+    media: str
+    responses: dict[int | str, dict[str, Any]]
+    description: str
+    inline: bool = False
 
 
-@router.get(
-    "/benchmarks/runs/{run_id}/export/csv",
-    operation_id="export_benchmark_csv",
-    response_class=Response,
-    responses=CSV,
-)
-async def export_csv(run_id: uuid.UUID, state: StateDep) -> Response:
-    """results.csv (RFC 4180): one row per model, scenario and concurrency level."""
-    return await _file(state.settings, run_id, "results.csv", "text/csv; charset=utf-8")
+RUN_FILES = (
+    RunFile("/benchmarks/runs/{run_id}/export/json", "export_benchmark_json", "export_json", "results.json",
+            "application/json", JSON_FILE,
+            "results.json: the run with every level's full figures, the cold starts and the machine."),
+    RunFile("/benchmarks/runs/{run_id}/export/csv", "export_benchmark_csv", "export_csv", "results.csv",
+            "text/csv; charset=utf-8", CSV,
+            "results.csv (RFC 4180): one row per model, scenario and concurrency level."),
+    RunFile("/benchmarks/runs/{run_id}/chart.png", "benchmark_chart", "chart", "chart.png", "image/png", PNG,
+            "Latency distribution per model, and output tokens/s against concurrency.", inline=True),
+    RunFile("/benchmarks/runs/{run_id}/summary.md", "benchmark_summary", "summary", "summary.md",
+            "text/markdown; charset=utf-8", MARKDOWN,
+            "The Markdown summary comparing the run's models side by side.", inline=True),
+)  # fmt: skip
 
 
-@router.get(
-    "/benchmarks/runs/{run_id}/chart.png",
-    operation_id="benchmark_chart",
-    response_class=Response,
-    responses=PNG,
-)
-async def chart(run_id: uuid.UUID, state: StateDep) -> Response:
-    """Latency distribution per model, and output tokens/s against concurrency."""
-    return await _file(state.settings, run_id, "chart.png", "image/png", attachment=False)
+def _serve_file(spec: RunFile) -> None:
+    async def endpoint(run_id: uuid.UUID, state: StateDep) -> Response:
+        return await _file(state.settings, run_id, spec.file, spec.media, attachment=not spec.inline)
+
+    router.add_api_route(
+        spec.path, endpoint, methods=["GET"], name=spec.name, operation_id=spec.operation_id,
+        response_class=Response, responses=spec.responses, description=spec.description,
+    )  # fmt: skip
 
 
-@router.get(
-    "/benchmarks/runs/{run_id}/summary.md",
-    operation_id="benchmark_summary",
-    response_class=Response,
-    responses=MARKDOWN,
-)
-async def summary(run_id: uuid.UUID, state: StateDep) -> Response:
-    """The Markdown summary comparing the run's models side by side."""
-    return await _file(state.settings, run_id, "summary.md", "text/markdown; charset=utf-8", attachment=False)
+for _spec in RUN_FILES:
+    _serve_file(_spec)
 
 
 @router.get("/benchmarks/runs/{run_id}/logs", operation_id="benchmark_logs")
@@ -290,7 +274,7 @@ async def system_stats(state: StateDep) -> SystemStats:
         totalModels=total_models,
         runningServices=serving,
         totalRuns=stats["totalRuns"],
-        lastRun=_run(BenchmarkRunInfo.model_validate(last)) if last else None,
+        lastRun=BenchmarkRun.from_info(BenchmarkRunInfo.model_validate(last)) if last else None,
         bestTpsModel=_best(stats["bestTpsModel"], "tps"),
         bestLatencyModel=_best(stats["bestLatencyModel"], "latency_p50_ms"),
     )
@@ -363,50 +347,6 @@ def _read_file(settings: Settings, run_id: uuid.UUID, name: str, media: str, att
         {"Content-Disposition": f'attachment; filename="benchmark-{run_id}-{name}"'} if attachment else {}
     )
     return Response(path.read_bytes(), media_type=media, headers=headers)
-
-
-def _run(r: BenchmarkRunInfo) -> BenchmarkRun:
-    return BenchmarkRun(
-        id=r.id,
-        suite_name=r.suite,
-        model_ids=r.models,
-        config=r.config,
-        hardware_info=r.info,
-        status=r.status,
-        source=r.source,
-        error=r.error,
-        summary=r.summary,
-        results=r.results,
-        created_at=r.created_at,
-        started_at=r.started_at,
-        completed_at=r.finished_at,
-    )
-
-
-def _result(r: BenchmarkResultInfo) -> BenchmarkResult:
-    return BenchmarkResult(
-        id=r.id,
-        run_id=r.run_id,
-        model_id=r.model,
-        scenario=r.scenario,
-        concurrency=r.concurrency,
-        rate=r.rate,
-        tps=r.tps,
-        ttft=r.ttft_p50_ms,
-        ttft_p95=r.ttft_p95_ms,
-        latency_p50=r.latency_p50_ms,
-        latency_p95=r.latency_p95_ms,
-        latency_p99=r.latency_p99_ms,
-        tpot_p50=r.tpot_p50_ms,
-        itl_p50=r.itl_p50_ms,
-        error_rate=r.error_rate,
-        timeout_rate=r.timeout_rate,
-        cpu_avg=r.cpu_avg,
-        ram_avg=r.ram_avg_mb,
-        gpu_avg=r.gpu_avg,
-        partial=r.partial,
-        metrics=r.metrics,
-    )
 
 
 def _level(value: Any) -> str:

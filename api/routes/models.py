@@ -32,21 +32,6 @@ Name = Annotated[str, InPath(pattern=NAME.pattern, description="a model name")]
 Alias = Annotated[str, InPath(pattern=ALIAS.pattern, json_schema_extra=NOT_LATEST, description="not latest")]
 
 
-def summary(info: ModelInfo) -> ModelSummary:
-    return ModelSummary(
-        name=info.name,
-        version=info.version,
-        id=info.key,
-        task=info.task,
-        device=info.device,
-        state=info.state,
-        backend=info.backend,
-        base_model=info.base_model,
-        aliases=info.aliases,
-        created_at=info.created_at.isoformat(),
-    )
-
-
 def detail(info: ModelInfo) -> ModelDetail:
     """Everything about a version; artifact paths are shown by file name only."""
     artifacts = {
@@ -54,7 +39,7 @@ def detail(info: ModelInfo) -> ModelDetail:
         for role, ref in info.artifacts.items()
     }
     return ModelDetail(
-        **dict(summary(info)),
+        **dict(ModelSummary.from_info(info)),
         source=ModelSource(repo=info.source_repo, commit=info.source_commit),
         dataset_hash=info.dataset_hash,
         config=info.config,
@@ -78,7 +63,7 @@ def list_models(
     result = registry.list(name=name, task=task, device=device, page=page, limit=limit)
     active = registry.active()
     return ModelPage(
-        models=[summary(m) for m in result.models],
+        models=[ModelSummary.from_info(m) for m in result.models],
         total=result.total,
         page=result.page,
         pages=result.pages,

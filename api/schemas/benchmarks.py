@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.bench.params import ModelRef
+from core.bench.store import BenchmarkResultInfo, BenchmarkRunInfo
 
 Level = Annotated[int, Field(ge=1, le=256)]
 
@@ -87,6 +88,12 @@ class BenchmarkRun(BaseModel):
     started_at: datetime | None
     completed_at: datetime | None
 
+    @classmethod
+    def from_info(cls, run: BenchmarkRunInfo) -> BenchmarkRun:
+        """A stored run under the names of the benchmark API (suite_name, model_ids, ...)."""
+        renamed = {"suite_name": run.suite, "model_ids": run.models, "hardware_info": run.info}
+        return cls.model_validate(run.model_dump() | renamed | {"completed_at": run.finished_at})
+
 
 class BenchmarkResult(BaseModel):
     id: int
@@ -110,6 +117,15 @@ class BenchmarkResult(BaseModel):
     gpu_avg: float | None
     partial: bool
     metrics: dict[str, Any] = Field(description="everything measured: distributions, goodput, cross-check")
+
+    @classmethod
+    def from_info(cls, result: BenchmarkResultInfo) -> BenchmarkResult:
+        """A stored result under the names of the benchmark API (model_id, ttft, latency_p50, ...)."""
+        stored = result.model_dump()
+        renamed = {k.removesuffix("_ms"): v for k, v in stored.items() if k.endswith("_ms")}  # the unit goes
+        renamed["ttft"] = renamed.pop("ttft_p50")
+        extra = {"model_id": result.model, "ram_avg": result.ram_avg_mb}
+        return cls.model_validate(stored | renamed | extra)
 
 
 class RunPage(BaseModel):

@@ -37,10 +37,9 @@ def exactly_one(a: str, b: str) -> dict[str, Any]:
 
 
 class FineTuneRequest(TrainingChoices):
-    """Train on a repo (extracted first) or a prepared dataset directory.
+    """Train on a repo (extracted first) or a prepared dataset directory."""
 
-    The training fields and their defaults are the retrain flow's own (`core.jobs.params`).
-    """
+    # the training fields and their defaults are the retrain flow's own (TrainingChoices)
 
     model_config = ConfigDict(
         extra="forbid",

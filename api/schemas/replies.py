@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import JsonDict
 
-from core.registry import Stats
+from core.registry import ModelInfo, Stats
 
 ISO_8601: JsonDict = {"format": "date-time"}  # sent as `datetime.isoformat()`, e.g. 2025-01-31T12:00:00+00:00
 
@@ -118,6 +118,12 @@ class ModelSummary(BaseModel):
     base_model: str | None
     aliases: list[str]
     created_at: str = Field(json_schema_extra=ISO_8601)
+
+    @classmethod
+    def from_info(cls, info: ModelInfo) -> ModelSummary:
+        return cls.model_validate(
+            info.model_dump() | {"id": info.key, "created_at": info.created_at.isoformat()}
+        )
 
 
 class ModelSource(BaseModel):

@@ -91,15 +91,10 @@ def check_repo(handle: RepoHandle, settings: Settings, *, now: datetime | None =
         tags = _new_release_tags(repo, base, cfg.release_tag_patterns)
     critical = _critical(paths, cfg.critical_paths)
     metrics = MonitorMetrics(
-        commits_since_last_train=commits,
-        files_changed=files,
-        lines_changed=lines,
-        critical_paths_changed=bool(critical),
-        critical_paths=critical,
-        new_release_tags=tags,
-        head_commit=head,
-        last_trained_commit=last,
-    )
+        commits_since_last_train=commits, files_changed=files, lines_changed=lines,
+        critical_paths_changed=bool(critical), critical_paths=critical, new_release_tags=tags,
+        head_commit=head, last_trained_commit=last,
+    )  # fmt: skip
     fired = _fired_rules(metrics, cfg)
     reason = "; ".join(fired) if fired else "no retraining needed: " + _summary(metrics, cfg)
     report = MonitorReport(

@@ -19,16 +19,7 @@ import pytest
 
 from core.config import ServeConfig
 from core.hashing import file_sha256
-from core.serving.base import (
-    Backend,
-    BackendError,
-    BackendUnavailable,
-    Deployment,
-    Json,
-    NotDeployed,
-    ServedModel,
-    UpstreamRejected,
-)
+from core.serving import base
 from core.serving.llamacpp.backend import LlamaCppBackend
 
 pytestmark = pytest.mark.integration  # a llama-server process (see tests/helpers/tiers.py)
@@ -45,8 +36,8 @@ def runner() -> Iterator[asyncio.Runner]:
         yield r
 
 
-def served(path: Path, key: str = KEY, task: Any = "text-generation") -> ServedModel:
-    return ServedModel(key, task, path, file_sha256(path) if path.is_file() else "0" * 64)
+def served(path: Path, key: str = KEY, task: Any = "text-generation") -> base.ServedModel:
+    return base.ServedModel(key, task, path, file_sha256(path) if path.is_file() else "0" * 64)
 
 
 def make_backend(log_dir: Path, **config: Any) -> LlamaCppBackend:
@@ -75,17 +66,17 @@ def run(runner: asyncio.Runner) -> Any:
     return run_
 
 
-def counts(usage: Json) -> tuple[int, int, int]:
+def counts(usage: base.Json) -> tuple[int, int, int]:
     """The token counts of a usage block (`prompt_tokens_details.cached_tokens` depends on the cache)."""
     return usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]
 
 
-def pid_of(deployment: Deployment) -> int:
+def pid_of(deployment: base.Deployment) -> int:
     assert deployment.state == "loaded", deployment
     return int(deployment.detail.split(",")[0].removeprefix("pid "))
 
 
-async def deployment(backend: LlamaCppBackend, key: str) -> Deployment:
+async def deployment(backend: LlamaCppBackend, key: str) -> base.Deployment:
     return next(d for d in await backend.list() if d.key == key)
 
 
@@ -97,12 +88,12 @@ def children() -> set[int]:
     return {p.pid for p in psutil.Process().children(recursive=True)}
 
 
-async def collect(stream: Any) -> list[Json]:
+async def collect(stream: Any) -> list[base.Json]:
     return [chunk async for chunk in stream]
 
 
 def test_the_backend_keeps_the_contract(backend: LlamaCppBackend, run: Any) -> None:
-    assert isinstance(backend, Backend)
+    assert isinstance(backend, base.Backend)
     assert run(backend.health()) is True
 
 
@@ -181,12 +172,12 @@ def test_eight_concurrent_streams_overlap_and_each_counts_as_its_non_stream_twin
     prompts = [[{"role": "user", "content": f"Write function number {i}."}] for i in range(8)]
     bodies = [{"messages": p, "max_tokens": 48, "temperature": 0} for p in prompts]
 
-    async def timed(body: Json) -> tuple[list[Json], float, float]:
+    async def timed(body: base.Json) -> tuple[list[base.Json], float, float]:
         started = time.monotonic()
         chunks = await collect(b.chat_stream(KEY, {**body, "stream_options": {"include_usage": True}}))
         return chunks, started, time.monotonic()
 
-    async def eight() -> list[tuple[list[Json], float, float]]:
+    async def eight() -> list[tuple[list[base.Json], float, float]]:
         return await asyncio.gather(*(timed(body) for body in bodies))
 
     run(collect(b.chat_stream(KEY, {"messages": HELLO, "max_tokens": 2})))  # warm
@@ -212,7 +203,7 @@ def test_concurrent_deploys_of_one_key_start_one_process(
 ) -> None:
     model = served(tiny_gguf, "tiny:concurrent")
 
-    async def deploy_three() -> list[Deployment]:
+    async def deploy_three() -> list[base.Deployment]:
         return await asyncio.gather(*(backend.deploy(model) for _ in range(3)))
 
     pids = {pid_of(d) for d in run(deploy_three())}
@@ -271,7 +262,7 @@ def test_a_full_queue_is_refused_at_once_with_a_retry_after(
     b = make_backend(tmp_path, parallel=1, max_queue=1)
     run(b.deploy(served(tiny_gguf)))
 
-    async def saturate() -> tuple[BackendUnavailable, float]:
+    async def saturate() -> tuple[base.BackendUnavailable, float]:
         long = {"messages": HELLO, "max_tokens": 1800, "temperature": 0}
         decoding, waiting = b.chat_stream(KEY, long), b.chat_stream(KEY, long)
         await anext(decoding)
@@ -279,7 +270,7 @@ def test_a_full_queue_is_refused_at_once_with_a_retry_after(
         await asyncio.sleep(0.3)
         deferred = (await b.server_metrics())[KEY]["requests_deferred"]
         try:
-            with pytest.raises(BackendUnavailable) as refused:
+            with pytest.raises(base.BackendUnavailable) as refused:
                 await b.chat(KEY, {"messages": HELLO, "max_tokens": 2})
         finally:
             queued.cancel()
@@ -301,31 +292,31 @@ def test_prompt_longer_than_the_context_is_rejected_with_upstreams_reason(
     backend: LlamaCppBackend, run: Any
 ) -> None:
     long = [{"role": "user", "content": "word " * 3000}]
-    with pytest.raises(UpstreamRejected, match="maximum context length is 2048 tokens"):
+    with pytest.raises(base.UpstreamRejected, match="maximum context length is 2048 tokens"):
         run(backend.chat(KEY, {"messages": long, "max_tokens": 4}))
-    with pytest.raises(UpstreamRejected, match="maximum context length"):
+    with pytest.raises(base.UpstreamRejected, match="maximum context length"):
         run(collect(backend.chat_stream(KEY, {"messages": long, "stream_options": {"include_usage": True}})))
 
 
 def test_unknown_keys_embeddings_and_invalid_parameters_are_refused(
     backend: LlamaCppBackend, run: Any
 ) -> None:
-    with pytest.raises(NotDeployed):
+    with pytest.raises(base.NotDeployed):
         run(backend.chat("nope:1", {"messages": HELLO}))
-    with pytest.raises(NotDeployed):
+    with pytest.raises(base.NotDeployed):
         run(collect(backend.completion_stream("nope:1", {"prompt": "x"})))
-    with pytest.raises(UpstreamRejected, match="is a text-generation model: use a text-embedding model"):
+    with pytest.raises(base.UpstreamRejected, match="is a text-generation model: use a text-embedding model"):
         run(backend.embeddings(KEY, ["hello"]))
-    with pytest.raises(UpstreamRejected, match=f"{KEY}: .*number"):
+    with pytest.raises(base.UpstreamRejected, match=f"{KEY}: .*number"):
         run(backend.chat(KEY, {"messages": HELLO, "temperature": "hot"}))
 
 
 def test_embedding_models_and_missing_files_are_not_deployed(
     backend: LlamaCppBackend, run: Any, tmp_path: Path
 ) -> None:
-    with pytest.raises(UpstreamRejected, match="text-embedding model"):
+    with pytest.raises(base.UpstreamRejected, match="text-embedding model"):
         run(backend.deploy(served(tmp_path, "minilm:1", task="text-embedding")))
-    with pytest.raises(BackendError, match="gone.gguf not found"):
+    with pytest.raises(base.BackendError, match="gone.gguf not found"):
         run(backend.deploy(served(tmp_path / "gone.gguf", "gone:1")))
 
 
@@ -335,12 +326,12 @@ def test_truncated_gguf_fails_to_deploy_with_a_clear_message_and_nothing_running
     truncated = tmp_path / "truncated.gguf"
     truncated.write_bytes(tiny_gguf.read_bytes()[:10_000_000])
     before = children()
-    with pytest.raises(BackendError, match="truncated.gguf is not a valid GGUF: tensor .* past the end"):
+    with pytest.raises(base.BackendError, match="truncated.gguf is not a valid GGUF: tensor .* past the end"):
         run(backend.deploy(served(truncated, "broken:1")))
     assert children() == before
     failed = run(deployment(backend, "broken:1"))
     assert failed.state == "failed" and str(tmp_path) not in failed.detail
-    with pytest.raises(NotDeployed, match="broken:1 failed to deploy"):
+    with pytest.raises(base.NotDeployed, match="broken:1 failed to deploy"):
         run(backend.chat("broken:1", {"messages": HELLO}))
 
 
@@ -354,7 +345,9 @@ def test_gguf_llama_cpp_refuses_fails_with_its_reason_and_nothing_running(
     patched = tmp_path / "unknown-arch.gguf"
     patched.write_bytes(bytes(data))
     before = children()
-    with pytest.raises(BackendError, match="llama.cpp server exited: .*unknown model architecture") as info:
+    with pytest.raises(
+        base.BackendError, match="llama.cpp server exited: .*unknown model architecture"
+    ) as info:
         run(backend.deploy(served(patched, "patched:1")))
     assert str(tmp_path) not in str(info.value)
     assert children() == before
@@ -368,7 +361,7 @@ def test_deploying_beyond_the_limit_unloads_the_least_recently_used(
     second = pid_of(run(b.deploy(served(tiny_gguf, "b:1"))))
     assert gone(first) and not gone(second)
     assert [d.key for d in run(b.list())] == ["b:1"]
-    with pytest.raises(NotDeployed):
+    with pytest.raises(base.NotDeployed):
         run(b.chat("a:1", {"messages": HELLO, "max_tokens": 1}))
     run(b.close())
     assert gone(second) and run(b.health()) is False

@@ -163,6 +163,7 @@ def doomed_server(tiny_gguf: Path) -> Iterator[tuple[str, subprocess.Popen[bytes
         proc.wait()
 
 
+@pytest.mark.integration  # starts (and kills) a llama-server process
 def test_a_backend_that_dies_mid_run_gives_errors_and_a_partial_run(
     served: Settings, doomed_server: tuple[str, subprocess.Popen[bytes]]
 ) -> None:
