@@ -133,7 +133,8 @@ def _follow(settings: Settings, job: str) -> dict[str, Any]:
             status = _api(settings, "GET", f"/status/{job}")
             what = status["status"]
             if status.get("current_step") is not None and what == "training":
-                what += f" step {status['current_step']}/{status['total_steps']} loss {status['loss']}"
+                loss = "-" if status["loss"] is None else f"{status['loss']:.4f}"
+                what += f" step {status['current_step']}/{status['total_steps']} loss {loss}"
             elif status.get("stage"):
                 what += f" ({status['stage']})"
             bar.update(task, completed=status["progress"], description=what)
