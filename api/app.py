@@ -12,13 +12,14 @@ from fastapi.responses import JSONResponse
 
 from api import errors
 from api.deps import AppState
+from api.grounding import Retriever
 from api.routes import benchmarks, health, infer, jobs, models, openai_compat, retrain
 from api.security import BearerAuth, BodyLimit
 from api.telemetry import Metrics, StatsBook
 from api.version import forgeflow_version
 from core.errors import ForgeflowError
 from core.registry import Registry
-from core.reports import MonitorReport
+from core.reports import IndexReport, MonitorReport
 from core.serving.base import Backend
 from core.serving.embedder import EmbedderBackend
 from core.serving.hub import EMBEDDER, Hub
@@ -45,6 +46,7 @@ def create_app(
     backends: dict[str, Backend] | None = None,
     preload: list[str] | None = None,
     monitor: Callable[[str, Settings], MonitorReport] | None = None,
+    indexer: Callable[[str, Settings], IndexReport] | None = None,
 ) -> FastAPI:
     """Build the app; backends default to `default_backends(settings)`.
 
@@ -52,6 +54,8 @@ def create_app(
         preload: model references to deploy at startup (the first one becomes the active model).
         monitor: the monitor stage's decision for a repo spec (`forgeflow serve` passes
             `tasks.monitor.run`'s), used by `/v1/retrain` and `/v1/retrain/monitor`.
+        indexer: brings a repo spec's index to its HEAD (`forgeflow serve` passes
+            `tasks.extract.index.refresh_index`); grounded answers refresh a stale index with it.
     """
 
     @asynccontextmanager
@@ -65,7 +69,8 @@ def create_app(
         )
         metrics = Metrics()
         stats = StatsBook(registry, metrics)
-        app.state.forgeflow = AppState(settings, registry, hub, metrics, stats, monitor)
+        retriever = Retriever(indexer)
+        app.state.forgeflow = AppState(settings, registry, hub, metrics, stats, monitor, retriever)
         stats.start()
         try:
             for i, ref in enumerate(preload or []):
@@ -81,6 +86,7 @@ def create_app(
         finally:
             await stats.stop()
             await hub.close()
+            retriever.close()
             registry.close()
 
     app = FastAPI(

@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from api.grounding import Retriever
 from api.telemetry import Metrics, StatsBook
 from core.registry import Registry
 from core.reports import MonitorReport
@@ -25,6 +26,8 @@ class AppState:
     stats: StatsBook
     # the monitor's decision for a repo spec: a stage function the CLI passes in (api/ imports core only)
     monitor: Callable[[str, Settings], MonitorReport] | None = None
+    # grounded answers: the repo indexes, refreshed with a stage function the CLI passes in
+    retriever: Retriever = field(default_factory=Retriever)
     started: float = field(default_factory=time.monotonic)
 
 

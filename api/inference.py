@@ -17,6 +17,7 @@ import orjson
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from api import grounding
 from api.deps import AppState
 from api.errors import ApiError, error_body, from_exception
 from core.registry import ModelInfo
@@ -34,6 +35,21 @@ async def resolve(state: AppState, ref: str | None) -> ModelInfo:
     if active is None:
         raise ApiError(400, "model: required (no model is deployed as the active one)", param="model")
     return active
+
+
+async def ground(
+    state: AppState,
+    info: ModelInfo,
+    switch: bool | None,
+    question: str,
+    own_text: str,
+    max_tokens: int | None,
+) -> grounding.Grounding | None:
+    """Retrieval for a generation request, or None when it is off (`grounding.enabled`)."""
+    if info.task == "text-embedding" or not grounding.enabled(state.settings, info, switch):
+        return None
+    reserve = grounding.reserve(own_text, max_tokens)
+    return await grounding.ground(state.retriever, state.settings, info, question, reserve, state.hub.n_ctx)
 
 
 async def run(
@@ -83,6 +99,7 @@ async def stream(
     fn: Callable[[Backend], AsyncIterator[Json]],
     *,
     include_usage: bool,
+    extra: Json | None = None,
 ) -> StreamingResponse:
     """An SSE response relaying the backend's chunks, ending with `data: [DONE]`."""
     started = time.perf_counter()
@@ -96,7 +113,7 @@ async def stream(
         _failed(state, info, route, started, exc)
         raise
     state.metrics.ttft.labels(info.key).observe(time.perf_counter() - started)
-    return _Relay(_relay(state, info, route, started, head, rest, include_usage), rest)
+    return _Relay(_relay(state, info, route, started, head, rest, include_usage, extra), rest)
 
 
 async def _relay(
@@ -107,6 +124,7 @@ async def _relay(
     head: Json,
     rest: AsyncIterator[Json],
     include_usage: bool,
+    extra: Json | None,
 ) -> AsyncIterator[bytes]:
     usage: dict[str, Any] = {}
     code: str | None = None
@@ -122,6 +140,9 @@ async def _relay(
             else:
                 yield b"data: " + orjson.dumps(chunk) + b"\n\n"
             chunk = await anext(rest, None)
+        if extra is not None:  # the extension fields, in a last chunk without choices (as usage comes)
+            last = {k: head[k] for k in ("id", "object", "created", "model") if k in head}
+            yield b"data: " + orjson.dumps({**last, "choices": [], **extra}) + b"\n\n"
         ended = True
         yield DONE
     except Exception as exc:  # mid-stream: the status is sent already, so the error goes in the stream

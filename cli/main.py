@@ -6,7 +6,7 @@ below; this module is the only one that imports them, so cli/ has no import circ
 
 from __future__ import annotations
 
-from cli import bench, data, hooks, jobs, models, serving, stack, training
+from cli import bench, data, hooks, index, jobs, models, serving, stack, training
 from cli.app import app
 
 app.command()(data.monitor)
@@ -29,6 +29,7 @@ app.command(hidden=True)(stack.runner)
 app.command()(jobs.retrain)
 app.add_typer(jobs.jobs_app, name="jobs")
 app.add_typer(hooks.hooks_app, name="hooks")
+app.add_typer(index.index_app, name="index")
 
 __all__ = ["app"]
 

@@ -25,9 +25,10 @@ def _serve(settings: Settings, preload: list[str]) -> None:
         err.print(f"[yellow]warning:[/] serving on {host} without FORGEFLOW_API_KEY: anyone may use it")
     url = settings.api_url
     out.print(f"forgeflow API on {url} (OpenAI base URL {url}/v1, docs at /docs)")
+    from tasks.extract.index import refresh_index
     from tasks.monitor.run import monitor_decision
 
-    app = create_app(settings, preload=preload, monitor=monitor_decision)
+    app = create_app(settings, preload=preload, monitor=monitor_decision, indexer=refresh_index)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

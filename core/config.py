@@ -212,6 +212,22 @@ class ServeConfig(StepConfig):
     cors_origins: list[str] = Field(default_factory=list, description="exact origins; '*' is refused")
 
 
+class IndexConfig(StepConfig):
+    """The repo index and grounded answers: what chat to a project's model retrieves."""
+
+    retrieval: bool = Field(
+        True, description="project models answer from their repo index by default (a request can turn it off)"
+    )
+    top_k: int = Field(5, ge=1, le=50, description="chunks retrieved per question")
+    max_context_tokens: int = Field(
+        768, ge=64, le=32_768, description="most of the slot's context the retrieved chunks may take"
+    )
+    recent_commits: int = Field(200, ge=0, le=100_000, description="newest commits indexed (message, files)")
+    refresh_timeout_s: float = Field(
+        5.0, ge=0, le=600, description="a question waits this long for a stale index to catch up"
+    )
+
+
 class CpuConfig(StepConfig):
     """How training and serving share one machine's cores (`forgeflow up` runs both)."""
 

@@ -41,6 +41,21 @@ class MonitorReport(Report):
     checked_at: datetime
 
 
+class IndexReport(Report):
+    """What building or refreshing a project's repo index did (`forgeflow index build`, `index-repo`)."""
+
+    FILE: ClassVar[str] = "index.json"
+    commit: str
+    mode: Literal["built", "refreshed", "current"]  # current: it was at the commit already
+    files: int
+    entries: int
+    by_kind: dict[str, int]
+    changed_files: int  # files whose blob differs from the index's (all of them when built)
+    parsed_files: int  # of those, files not found in the per-blob cache
+    removed_files: int
+    elapsed_seconds: float
+
+
 class ExtractedFiles(Report):
     total: int  # tracked files at the commit
     sources: int  # of those, files extraction reads (by language and size)

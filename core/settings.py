@@ -24,6 +24,7 @@ from core.config import (
     EvalConfig,
     ExportConfig,
     ExtractConfig,
+    IndexConfig,
     JobsConfig,
     MonitorConfig,
     ServeConfig,
@@ -106,6 +107,7 @@ class Settings(BaseSettings):
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    index: IndexConfig = Field(default_factory=IndexConfig)
     jobs: JobsConfig = Field(default_factory=JobsConfig)
     cpu: CpuConfig = Field(default_factory=CpuConfig)
     bench: BenchConfig = Field(default_factory=BenchConfig)

@@ -22,9 +22,10 @@ from prefect.deployments.runner import EntrypointType
 
 from core.bench.params import DEPLOYMENT as BENCHMARK_DEPLOYMENT
 from core.bench.params import TAG as BENCHMARK_TAG
-from core.jobs.status import JOB_TAG, MONITOR_DEPLOYMENT, TRAINING_DEPLOYMENT
+from core.jobs.status import INDEX_DEPLOYMENT, JOB_TAG, MONITOR_DEPLOYMENT, TRAINING_DEPLOYMENT
 from core.settings import Settings
 from flows.benchmark import benchmark_flow
+from flows.index import index_repo
 from flows.monitor import monitor_repos
 from flows.retrain import retrain
 
@@ -49,7 +50,12 @@ def deployments(settings: Settings) -> list[Any]:
         # two runs at once would measure each other on shared cores: the rest wait their turn
         concurrency_limit=_queued(1),
     )
-    found = [training, bench]
+    index = index_repo.to_deployment(
+        name=INDEX_DEPLOYMENT,
+        entrypoint_type=by_module,
+        description="a repo's index brought to its HEAD, and the retrain verdict (each commit hooks report)",
+    )
+    found = [training, bench, index]
     minutes = settings.jobs.monitor_interval_minutes
     if minutes > 0:
         found.append(

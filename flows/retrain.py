@@ -36,6 +36,7 @@ from tasks.benchmark.gate import SpeedGate, speed_gate
 from tasks.deploy.run import deploy_task, promote_task
 from tasks.evaluate.run import evaluate_task
 from tasks.export.run import export_task
+from tasks.extract.index import index_task
 from tasks.extract.run import extract_task
 from tasks.finetune.checkpoints import CHECKPOINTS, RUN_STATE
 from tasks.finetune.run import load_profile, train_task
@@ -118,6 +119,7 @@ def prepare_data(job: JobContext, params: RetrainParams, report: RetrainReport) 
         return job.dir.dataset
     assert params.repo is not None  # one of repo and dataset, by RetrainParams
     handle = resolve_repo_task(params.repo, job.settings)
+    index_task(str(handle.path), handle.project_id, job.settings, handle.display)  # every run: cheap
     name = params.project_name or _slug(handle.path.name)
     report.monitor = check_repo_task(handle, job.settings)
     head = report.monitor.metrics.head_commit or "unknown"
@@ -174,7 +176,13 @@ def promote(job: JobContext, params: RetrainParams, data: Path, report: RetrainR
     job.enter("promote", "promote gate")
     project = params.project_name or job.dir.plan().project or _slug(data.parent.name)
     decision = promote_task(
-        project, str(job.dir.export), str(data), report.evaluate, report.export, job.settings
+        project,
+        str(job.dir.export),
+        str(data),
+        report.evaluate,
+        report.export,
+        job.settings,
+        job.dir.plan().repo,  # the version answers from this repo's index
     )
     if decision.promote and job.settings.bench.retrain:
         job.progress("promote", 0.3, "benchmarking the candidate against the champion")

@@ -89,6 +89,7 @@ SUBSYSTEMS: dict[str, frozenset[str]] = {
     "repos": frozenset(),
     "jobs": frozenset(),
     "stack": frozenset({"jobs"}),
+    "index": frozenset(),
 }
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from api import inference
+from api import grounding, inference
 from api.deps import StateDep
 from api.errors import RESPONSES, ApiError
 from api.schemas.replies import (
@@ -24,11 +24,15 @@ from api.schemas.requests import InferRequest, QueryRequest
 router = APIRouter(tags=["inference"], responses=RESPONSES)
 
 
-@router.post("/v1/query", operation_id="query")
+@router.post("/v1/query", operation_id="query", response_model_exclude_unset=True)  # sources: when grounded
 async def query(req: QueryRequest, state: StateDep) -> QueryReply:
     """One prompt in, one answer out."""
     info = await inference.resolve(state, req.model)
-    body: dict[str, Any] = {"messages": [{"role": "user", "content": req.prompt}]}
+    messages: list[dict[str, Any]] = [{"role": "user", "content": req.prompt}]
+    found = await inference.ground(state, info, req.retrieval, req.prompt, req.prompt, req.max_tokens)
+    body: dict[str, Any] = {
+        "messages": messages if found is None else grounding.into_messages(messages, found)
+    }
     body |= req.model_dump(include={"temperature", "max_tokens"}, exclude_none=True)
     result, _ = await inference.run(state, info, "query", lambda b: b.chat(info.key, body))
     usage = result.get("usage") or {}
@@ -36,10 +40,11 @@ async def query(req: QueryRequest, state: StateDep) -> QueryReply:
         response=result["choices"][0]["message"]["content"],
         model=info.key,
         tokens_used=int(usage.get("total_tokens") or 0),
+        **({} if found is None else found.extra()),
     )
 
 
-@router.post("/infer/{model_name}", operation_id="infer")
+@router.post("/infer/{model_name}", operation_id="infer", response_model_exclude_unset=True)
 async def infer(model_name: str, req: InferRequest, state: StateDep) -> InferReply:
     """Synchronous inference with timing: embeddings for text-embedding models, text otherwise.
 
@@ -55,12 +60,17 @@ async def infer(model_name: str, req: InferRequest, state: StateDep) -> InferRep
     queued = time.perf_counter()
     result: InferText | InferEmbeddings
     server: ServerTimings | None = None
+    found: grounding.Grounding | None = None
     if info.task == "text-embedding":
         out, _ = await inference.run(state, info, "infer", lambda b: b.embeddings(info.key, texts))
         vectors = [row["embedding"] for row in out["data"]]
         result = InferEmbeddings(embeddings=vectors[0] if isinstance(req.text, str) else vectors)
     else:
-        body: dict[str, Any] = {"messages": [{"role": "user", "content": texts[0]}]}
+        messages: list[dict[str, Any]] = [{"role": "user", "content": texts[0]}]
+        found = await inference.ground(state, info, req.retrieval, texts[0], texts[0], req.options.max_tokens)
+        body: dict[str, Any] = {
+            "messages": messages if found is None else grounding.into_messages(messages, found)
+        }
         body |= req.options.model_dump(exclude_none=True)
         out, _ = await inference.run(state, info, "infer", lambda b: b.chat(info.key, body))
         result = InferText(text=out["choices"][0]["message"]["content"], usage=out.get("usage"))
@@ -75,6 +85,7 @@ async def infer(model_name: str, req: InferRequest, state: StateDep) -> InferRep
             total_time_ms=round((done - started) * 1000, 3),
             server=server,
         ),
+        **({} if found is None else found.extra()),
     )
 
 

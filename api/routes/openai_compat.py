@@ -12,7 +12,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from starlette.responses import StreamingResponse
 
-from api import inference
+from api import grounding, inference
 from api.deps import StateDep
 from api.errors import RESPONSES
 from api.schemas.replies import ChatCompletion, Completion, EmbeddingList, OpenAIModel, OpenAIModelList
@@ -53,21 +53,40 @@ async def chat_completions(req: ChatRequest, state: StateDep) -> Response | Stre
     """Chat with a registered model; `stream: true` answers with Server-Sent Events."""
     info = await inference.resolve(state, req.model)
     body = req.upstream()
+    messages = body["messages"]
+    own = "".join(str(m["content"]) for m in messages)
+    found = await inference.ground(
+        state, info, req.retrieval, grounding.last_user_text(messages), own, body.get("max_tokens")
+    )
+    extra = None if found is None else found.extra()
+    if found is not None:
+        body["messages"] = grounding.into_messages(messages, found)
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         body["stream_options"] = {"include_usage": True}  # always: the stats need the token counts
         return await inference.stream(
-            state, info, "chat", lambda b: b.chat_stream(info.key, body), include_usage=include_usage
+            state,
+            info,
+            "chat",
+            lambda b: b.chat_stream(info.key, body),
+            include_usage=include_usage,
+            extra=extra,
         )
     result, _ = await inference.run(state, info, "chat", lambda b: b.chat(info.key, body))
-    return _json(result)
+    return _json(result | (extra or {}))
 
 
 @router.post("/completions", operation_id="create_completion", response_model=Completion, responses=SSE)
 async def completions(req: CompletionRequest, state: StateDep) -> Response | StreamingResponse:
-    """Raw text completion (no chat template)."""
+    """Raw text completion (no chat template); a project's model gets the retrieved context first."""
     info = await inference.resolve(state, req.model)
     body = req.upstream()
+    found = await inference.ground(
+        state, info, req.retrieval, body["prompt"], body["prompt"], body.get("max_tokens")
+    )
+    extra = None if found is None else found.extra()
+    if found is not None and found.context:
+        body["prompt"] = f"{found.context}\n\n{body['prompt']}"
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         body["stream_options"] = {"include_usage": True}
@@ -77,9 +96,10 @@ async def completions(req: CompletionRequest, state: StateDep) -> Response | Str
             "completion",
             lambda b: b.completion_stream(info.key, body),
             include_usage=include_usage,
+            extra=extra,
         )
     result, _ = await inference.run(state, info, "completion", lambda b: b.completion(info.key, body))
-    return _json(result)
+    return _json(result | (extra or {}))
 
 
 @router.post("/embeddings", operation_id="create_embeddings", response_model=EmbeddingList)

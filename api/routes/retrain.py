@@ -7,6 +7,7 @@ look at the repo) and starts a job only when the monitor says so, or when `force
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Annotated
 from uuid import UUID
 
@@ -18,10 +19,11 @@ from api.routes.jobs import IdempotencyKey
 from api.schemas.jobs import JobStatusReply, Plan, PlanStep, RetrainReply, RetrainRequest
 from core.jobs import runs
 from core.jobs.orchestrator import NoRunner
-from core.jobs.params import RetrainParams
+from core.jobs.params import IndexParams, RetrainParams
 from core.reports import MonitorReport
 from core.repos.spec import parse_repo_spec
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["retrain"], responses=RESPONSES)
 STEP_NAMES = {
     "monitor": "monitor the repository",
@@ -54,8 +56,11 @@ async def retrain(body: RetrainRequest, state: StateDep, key: IdempotencyKey = N
     )
     if body.project_path is not None and not body.force:
         decision = await asyncio.to_thread(_monitor, state, spec)
-        if not decision.should_retrain:
-            return RetrainReply(triggered=False, reason=decision.reason, plan=plan, job_id=None)
+        if not decision.should_retrain:  # the index still follows the commit, in a run the UI shows
+            index_run = await _index_run(IndexParams(repo=spec, trigger=body.trigger))
+            return RetrainReply(
+                triggered=False, reason=decision.reason, plan=plan, job_id=None, index_run_id=index_run
+            )
         reason = decision.reason
     else:
         reason = "forced" if body.force else "a remote repository: the job's monitor decides"
@@ -68,6 +73,16 @@ async def retrain(body: RetrainRequest, state: StateDep, key: IdempotencyKey = N
     )
     run = await runs.create_job(params, idempotency_key=key)
     return RetrainReply(triggered=True, reason=reason, plan=plan, job_id=str(run.id))
+
+
+async def _index_run(params: IndexParams) -> str | None:
+    """Start an `index-repo` run; None when no runner serves it (the answer to the hook stays the same)."""
+    try:
+        run = await runs.create_index_run(params)
+    except NoRunner as exc:
+        log.info("no index-repo run for %s: %s", params.repo, exc)
+        return None
+    return str(run.id)
 
 
 @router.get("/v1/retrain/monitor", operation_id="retrain_monitor")

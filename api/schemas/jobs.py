@@ -172,3 +172,8 @@ class RetrainReply(BaseModel):
     reason: str
     plan: Plan
     job_id: str | None
+    index_run_id: str | None = Field(
+        None,
+        description="when no job started: the `index-repo` flow run that brings the repo's index to "
+        "HEAD and records this verdict (None: no runner serves it)",
+    )

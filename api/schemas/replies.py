@@ -43,6 +43,27 @@ class ChatChoice(_Relayed):
     finish_reason: str | None
 
 
+class Source(BaseModel):
+    """A retrieved chunk the answer was grounded on: where it lives in the repo, and its score."""
+
+    path: str = Field(description="the file, relative to the repository; empty for a commit")
+    start_line: int
+    end_line: int
+    kind: str = Field(description="function, method, class, ..., section, module or commit")
+    name: str
+    commit: str = Field(description="the commit the index reflects")
+    score: float
+
+
+class IndexState(BaseModel):
+    """The index a grounded answer retrieved from: its commit, the repo's HEAD, and any note."""
+
+    commit: str | None = Field(description="the commit the index reflects; None: no index")
+    head: str | None = Field(description="the repository's HEAD when asked; None: not readable")
+    current: bool = Field(description="whether the index reflected HEAD")
+    note: str | None = Field(None, description="why there are no sources, or why they may be stale")
+
+
 class _Generated(_Relayed):
     """What a chat and a text completion reply share."""
 
@@ -50,6 +71,10 @@ class _Generated(_Relayed):
     created: int
     model: str = Field(description="the served version, `name:version`")
     usage: Usage | None = None
+    sources: list[Source] | None = Field(
+        None, description="forgeflow's extension: the repo chunks the answer was grounded on"
+    )
+    index: IndexState | None = Field(None, description="forgeflow's extension: the index retrieved from")
 
 
 class ChatCompletion(_Generated):
@@ -194,6 +219,12 @@ class QueryReply(BaseModel):
     response: str | None
     model: str = Field(description="the served version, `name:version`")
     tokens_used: int
+    sources: list[Source] | None = Field(
+        None, description="the repo chunks the answer used (sent only when retrieval was on)"
+    )
+    index: IndexState | None = Field(
+        None, description="the index retrieved from (sent only when retrieval was on)"
+    )
 
 
 class InferText(BaseModel):
@@ -235,3 +266,9 @@ class InferReply(BaseModel):
     result: InferText | InferEmbeddings
     metadata: InferMetadata
     timing: InferTiming
+    sources: list[Source] | None = Field(
+        None, description="the repo chunks the answer used (sent only when retrieval was on)"
+    )
+    index: IndexState | None = Field(
+        None, description="the index retrieved from (sent only when retrieval was on)"
+    )

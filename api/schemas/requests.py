@@ -119,11 +119,17 @@ class _Sampling(_Request):
     ignore_eos: bool | None = Field(
         None, description="llama.cpp's extension: generate max_tokens even past the end token (benchmarks)"
     )
+    retrieval: bool | None = Field(
+        None,
+        description="forgeflow's extension: ground the answer in the model's repo index (default: on for "
+        "a model trained from a repo, off for a base model); false turns it off",
+    )
 
     def upstream(self) -> dict[str, Any]:
         """The sampling fields to forward (unset ones left to the backend's defaults)."""
         body = self.model_dump(
-            exclude_none=True, exclude={"model", "n", "stream", "stream_options", "messages", "prompt"}
+            exclude_none=True,
+            exclude={"model", "n", "stream", "stream_options", "messages", "prompt", "retrieval"},
         )
         if self.stream:
             body["stream"] = True
@@ -179,6 +185,11 @@ class QueryRequest(_Request):
     model: str | None = Field(None, max_length=200)
     temperature: Temperature | None = None
     max_tokens: MaxTokens | None = None
+    retrieval: bool | None = Field(
+        None,
+        description="forgeflow's extension: ground the answer in the model's repo index (default: on for "
+        "a model trained from a repo, off for a base model); false turns it off",
+    )
 
 
 class InferOptions(_Part):
@@ -195,6 +206,11 @@ class InferRequest(_Request):
         description="a string, or a list of strings to embed (a text-generation model takes one)"
     )
     options: InferOptions = Field(default_factory=InferOptions)
+    retrieval: bool | None = Field(
+        None,
+        description="forgeflow's extension: ground the answer in the model's repo index (default: on for "
+        "a model trained from a repo, off for a base model); false turns it off",
+    )
 
 
 class RegisterRequest(_Command):

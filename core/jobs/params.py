@@ -77,3 +77,18 @@ class RetrainParams(TrainingChoices):
     def flow_parameters(self) -> dict[str, Any]:
         """The `params` of a flow run: only what was set, so the flow's defaults stay the defaults."""
         return self.model_dump(mode="json", exclude_none=True)
+
+
+class IndexParams(BaseModel):
+    """The parameters of an `index-repo` run: which repo, why, and whether to ask the monitor too."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    repo: str = Field(
+        min_length=1, max_length=4096, pattern=REPO_PATTERN, description="a local path or a git URL"
+    )
+    trigger: Trigger = Field("cli", description="what asked: post-commit, post-merge, schedule, ...")
+    check_retrain: bool = Field(True, description="record the monitor's verdict on retraining as well")
+
+    def flow_parameters(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")

@@ -18,7 +18,7 @@ from prefect.states import Cancelled, Cancelling, Scheduled, State
 from core.errors import ForgeflowError
 from core.jobs import orchestrator
 from core.jobs.orchestrator import NoRunner
-from core.jobs.params import RetrainParams
+from core.jobs.params import IndexParams, RetrainParams
 from core.jobs.pause import drop_request, request_pause
 from core.jobs.progress import (
     JOB_PROGRESS_KEY,
@@ -28,7 +28,14 @@ from core.jobs.progress import (
     estimate_defaults,
     from_metadata,
 )
-from core.jobs.status import DEPLOYMENT_PATH, JOB_TAG, TRAINING_DEPLOYMENT, JobStatus, status_of
+from core.jobs.status import (
+    DEPLOYMENT_PATH,
+    INDEX_DEPLOYMENT_PATH,
+    JOB_TAG,
+    TRAINING_DEPLOYMENT,
+    JobStatus,
+    status_of,
+)
 
 __all__ = ["JobConflict", "JobNotFound", "NoRunner"]
 
@@ -69,6 +76,17 @@ async def create_job(
         tags=[JOB_TAG, f"trigger:{params.trigger}"],
         idempotency_key=idempotency_key,
         name=name,
+    )
+
+
+async def create_index_run(params: IndexParams) -> FlowRun:
+    """A flow run of `index-repo/refresh`: the index refresh and the retrain verdict, visible in the UI."""
+    return await orchestrator.create_flow_run(
+        INDEX_DEPLOYMENT_PATH,
+        params.flow_parameters(),
+        tags=[f"trigger:{params.trigger}"],
+        idempotency_key=None,
+        name=None,
     )
 
 

@@ -15,6 +15,9 @@ TRAINING_DEPLOYMENT = "training"  # one deployment for every training entry poin
 MONITOR_DEPLOYMENT = "monitor"
 DEPLOYMENT_PATH = f"{FLOW}/{TRAINING_DEPLOYMENT}"
 JOB_TAG = "forgeflow-job"
+INDEX_FLOW = "index-repo"
+INDEX_DEPLOYMENT = "refresh"
+INDEX_DEPLOYMENT_PATH = f"{INDEX_FLOW}/{INDEX_DEPLOYMENT}"
 
 JobStatus = Literal[
     "queued", "preparing", "training", "paused", "completed", "failed", "cancelled", "crashed"

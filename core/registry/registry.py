@@ -115,7 +115,7 @@ class Registry:
             )
         return self._add(name, version, task, device, lineage, source.role, staged=staged)
 
-    def register_export(self, export_dir: Path, *, name: str) -> ModelInfo:
+    def register_export(self, export_dir: Path, *, name: str, source_repo: str | None = None) -> ModelInfo:
         """Register an export directory as a new version of `name`, once.
 
         A version of `name` that already holds one of the export's GGUFs (a retried or resumed flow,
@@ -129,7 +129,7 @@ class Registry:
             for row in rows:
                 if (row.artifacts.get("gguf") or {}).get("sha256") in exported:
                     return self._info(s, row)
-        return self.register(export_dir, name=name)
+        return self.register(export_dir, name=name, source_repo=source_repo)
 
     def ensure_embedded(self, name: str) -> ModelInfo:
         """The embedded model `name` (version 1.0.0), registered on first use from its package, in place."""

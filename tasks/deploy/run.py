@@ -35,12 +35,15 @@ def promote(
     evaluation: EvalReport,
     export: ExportReport,
     settings: Settings,
+    source_repo: str | None = None,
 ) -> PromoteDecision:
-    """Register the export as a new version of `name`; decide whether it replaces the champion."""
+    """Register the export as a new version of `name` (trained from `source_repo`, whose index its
+    answers retrieve from); decide whether it replaces the champion."""
     margin = settings.jobs.promote_margin
     tuned, base = evaluation.metrics.perplexity, evaluation.base.perplexity
     with Registry.from_settings(settings) as registry:
-        candidate = registry.register_export(export_dir, name=name)  # a re-run of this flow: no new version
+        # a re-run of this flow: no new version
+        candidate = registry.register_export(export_dir, name=name, source_repo=source_repo)
         target = registry.alias_target(name, CHAMPION)
         champion = registry.resolve(f"{name}:{target}") if target else None
     decision = PromoteDecision(
@@ -131,9 +134,10 @@ def promote_task(
     evaluation: EvalReport,
     export: ExportReport,
     settings: Settings,
+    source_repo: str | None = None,
 ) -> PromoteDecision:
     """Prefect task: register and decide (see `promote`)."""
-    decision = promote(name, Path(export_dir), Path(data_dir), evaluation, export, settings)
+    decision = promote(name, Path(export_dir), Path(data_dir), evaluation, export, settings, source_repo)
     (log.info if decision.promote else log.warning)("promote %s: %s", decision.candidate, decision.reason)
     return decision
 

@@ -6,13 +6,14 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import uvicorn
 
 from api.app import create_app
 from core.config import ServeConfig
+from core.reports import IndexReport
 from core.serving.base import Backend
 from core.settings import Settings
 
@@ -29,10 +30,11 @@ def running_api(
     backends: dict[str, Backend] | None = None,
     preload: list[str] | None = None,
     port: int | None = None,
+    indexer: Callable[[str, Settings], IndexReport] | None = None,
 ) -> Iterator[str]:
     """Serve `create_app(settings)` on `port` (default: a free loopback port); yields the base URL."""
     port = port or free_port()
-    app = create_app(settings, backends=backends, preload=preload)
+    app = create_app(settings, backends=backends, preload=preload, indexer=indexer)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -1,0 +1,58 @@
+"""Retrieved entries rendered as the context a model reads: the one rendering serving and training share.
+
+A chunk is headed by what it is and where it lives (`[1] core/budget.py:12-40 (function token_budget)`),
+so a model learns to answer with, and cite, the path and lines it was shown.
+"""
+
+from __future__ import annotations
+
+from core.index.store import Entry, Hit
+
+INSTRUCTION = (
+    "Answer the question using the repository context below. When the answer comes from the context, "
+    "name the file and lines it comes from as path:start-end."
+)
+_MIN_BODY_CHARS = 200
+
+
+def locator(e: Entry) -> str:
+    """`path:start-end`, or the commit for a commit entry."""
+    if e.kind == "commit":
+        return f"commit {e.qualname[:12]}"
+    return f"{e.path}:{e.start_line}-{e.end_line}"
+
+
+def heading(i: int, e: Entry) -> str:
+    what = e.kind if e.kind in ("section", "module", "commit") else f"{e.kind} {e.qualname or e.name}"
+    if e.kind == "section":
+        what = f"section {e.name}"
+    return f"[{i}] {locator(e)} ({what})"
+
+
+def render_context(hits: list[Hit], commit: str, max_chars: int) -> tuple[str, int]:
+    """The context block for `hits` within `max_chars` (bodies trimmed, last chunks dropped), and how
+    many of the hits it shows (the first ones)."""
+    head = f"{INSTRUCTION}\n\nRepository context (commit {commit[:12]}):"
+    parts = [head]
+    used = len(head)
+    for i, hit in enumerate(hits, 1):
+        e = hit.entry
+        title = heading(i, e)
+        body = _body(e)
+        room = max_chars - used - len(title) - 2
+        if room < _MIN_BODY_CHARS:
+            break
+        if len(body) > room:
+            body = body[: room - 4].rstrip() + "\n..."
+        chunk = f"{title}\n{body}"
+        parts.append(chunk)
+        used += len(chunk) + 2
+    return "\n\n".join(parts), len(parts) - 1
+
+
+def _body(e: Entry) -> str:
+    if e.kind == "commit":
+        return e.body
+    if e.kind in ("section", "module"):
+        return "\n".join(x for x in (e.doc, e.body) if x)
+    return e.body or e.signature
