@@ -163,16 +163,6 @@ def reserve(messages_text: str, max_tokens: int | None) -> int:
     return int(len(messages_text) / CHARS_PER_TOKEN) + (max_tokens or DEFAULT_REPLY_TOKENS)
 
 
-def into_messages(messages: list[dict[str, Any]], grounding: Grounding) -> list[dict[str, Any]]:
-    """The conversation with the context in front: its own system message, or before the one it has."""
-    if not grounding.context:
-        return messages
-    if messages and messages[0].get("role") == "system":
-        first = {**messages[0], "content": f"{grounding.context}\n\n{messages[0]['content']}"}
-        return [first, *messages[1:]]
-    return [{"role": "system", "content": grounding.context}, *messages]
-
-
 def last_user_text(messages: list[dict[str, Any]]) -> str:
     """What retrieval searches for: the latest user turn."""
     return next((str(m["content"]) for m in reversed(messages) if m.get("role") == "user"), "")

@@ -78,6 +78,7 @@ def extract(
                 rev=rev,
                 display=handle.display,
                 progress=report,
+                index_cfg=settings.index,
             )
 
     stats = run(body)

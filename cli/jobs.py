@@ -146,6 +146,43 @@ def _follow(settings: Settings, job: str) -> dict[str, Any]:
             time.sleep(2)
 
 
+def _ask(settings: Settings, model: str, folder: JobDir) -> None:
+    """One real question about the repository, answered by the served model with its sources."""
+    from core.index import IndexUnavailable, RepoIndex, index_path
+    from core.repos.spec import parse_repo_spec
+
+    plan = folder.plan()
+    question = "What does this repository do?"
+    try:
+        if plan.repo:
+            with RepoIndex(index_path(settings, parse_repo_spec(plan.repo, settings).project_id)) as idx:
+                question = idx.example_question() or question
+    except (IndexUnavailable, ForgeflowError):
+        pass
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": question}],
+        "max_tokens": 96,
+        "temperature": 0,
+    }
+    answer = _api(settings, "POST", "/v1/chat/completions", body)
+    out.print(f"question: {question}")
+    out.print(f"answer: {answer['choices'][0]['message']['content'].strip()}")
+    sources = answer.get("sources") or []
+    for s in sources:
+        where = (
+            f"{s['path']}:{s['start_line']}-{s['end_line']}"
+            if s["kind"] != "commit"
+            else f"commit {s['name']}"
+        )
+        out.print(f"  source: {where} ({s['kind']} {s['name']}, score {s['score']:.3f})", soft_wrap=True)
+    note = (answer.get("index") or {}).get("note")
+    if note or not sources:
+        out.print(
+            f"  (no sources: {note or 'retrieval is off for this model'})" if not sources else f"  ({note})"
+        )
+
+
 def _summary(settings: Settings, job: str, status: dict[str, Any]) -> None:
     if status["status"] != "completed":
         raise ForgeflowError(f"job {job} {status['status']}: {status.get('error') or status.get('message')}")
@@ -164,13 +201,6 @@ def _summary(settings: Settings, job: str, status: dict[str, Any]) -> None:
         name = promote.candidate.split(":")[0] + ":champion"
         champion = _api(settings, "GET", f"/models/{name}")
         out.print(f"served as: {name} (= {champion['name']}:{champion['version']})")
-        answer = _api(
-            settings,
-            "POST",
-            "/v1/chat/completions",
-            {"model": name, "messages": [{"role": "user", "content": "What does this repository do?"}],
-             "max_tokens": 64, "temperature": 0},
-        )  # fmt: skip
-        out.print(f"answer: {answer['choices'][0]['message']['content'].strip()}")
+        _ask(settings, name, folder)
     out.print(f"Prefect UI: {settings.prefect_ui_url}/runs/flow-run/{job}", soft_wrap=True)
     out.print("stop the stack with `forgeflow down`")

@@ -62,6 +62,19 @@ class ExtractConfig(StepConfig):
     near_duplicate_threshold: float = Field(0.85, ge=0.5, le=1.0, description="Jaccard similarity")
     entropy_threshold: float = Field(4.0, ge=2.5, le=8.0, description="bits/char for base64-like tokens")
     workers: int = Field(0, ge=0, le=64, description="parser processes; 0 = one per CPU")
+    context_share: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="share of locate/explain/doc samples that carry retrieved repo context (RAFT), "
+        "rendered as serving renders it",
+    )
+    distractor_share: float = Field(
+        0.2,
+        ge=0.0,
+        le=1.0,
+        description="of those, the share whose context lacks the answer (distractors only)",
+    )
     skip_dirs: list[str] = Field(
         default_factory=lambda: [
             "node_modules",
@@ -220,7 +233,10 @@ class IndexConfig(StepConfig):
     )
     top_k: int = Field(5, ge=1, le=50, description="chunks retrieved per question")
     max_context_tokens: int = Field(
-        768, ge=64, le=32_768, description="most of the slot's context the retrieved chunks may take"
+        320,
+        ge=64,
+        le=32_768,
+        description="most of the slot's context the retrieved chunks may take (training samples' too)",
     )
     recent_commits: int = Field(200, ge=0, le=100_000, description="newest commits indexed (message, files)")
     refresh_timeout_s: float = Field(

@@ -86,6 +86,8 @@ class ExtractReport(Report):
     dropped: dict[str, int]
     token_budget: dict[str, int]  # the budget (core.budget), samples cut to fit it, the longest kept
     commits: dict[str, int]
+    # samples carrying retrieved context: with the answer's chunk (oracle), with distractors only
+    context: dict[str, int] = Field(default_factory=dict)
     elapsed_seconds: float | None = None  # of the run that returned it; not written to stats.json
 
 

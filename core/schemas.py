@@ -36,6 +36,9 @@ class SampleMeta(Strict):
     commit: str = Field(min_length=7, max_length=64)
     lang: str
     split: Split
+    context: Literal["oracle", "distractors"] | None = Field(
+        None, description="retrieved repo context in the system message: with the answer's chunk, or without"
+    )
 
 
 class Sample(Strict):

@@ -20,6 +20,7 @@ from api.schemas.replies import (
     ServerTimings,
 )
 from api.schemas.requests import InferRequest, QueryRequest
+from core.index.context import with_context
 
 router = APIRouter(tags=["inference"], responses=RESPONSES)
 
@@ -30,9 +31,7 @@ async def query(req: QueryRequest, state: StateDep) -> QueryReply:
     info = await inference.resolve(state, req.model)
     messages: list[dict[str, Any]] = [{"role": "user", "content": req.prompt}]
     found = await inference.ground(state, info, req.retrieval, req.prompt, req.prompt, req.max_tokens)
-    body: dict[str, Any] = {
-        "messages": messages if found is None else grounding.into_messages(messages, found)
-    }
+    body: dict[str, Any] = {"messages": messages if found is None else with_context(messages, found.context)}
     body |= req.model_dump(include={"temperature", "max_tokens"}, exclude_none=True)
     result, _ = await inference.run(state, info, "query", lambda b: b.chat(info.key, body))
     usage = result.get("usage") or {}
@@ -69,7 +68,7 @@ async def infer(model_name: str, req: InferRequest, state: StateDep) -> InferRep
         messages: list[dict[str, Any]] = [{"role": "user", "content": texts[0]}]
         found = await inference.ground(state, info, req.retrieval, texts[0], texts[0], req.options.max_tokens)
         body: dict[str, Any] = {
-            "messages": messages if found is None else grounding.into_messages(messages, found)
+            "messages": messages if found is None else with_context(messages, found.context)
         }
         body |= req.options.model_dump(exclude_none=True)
         out, _ = await inference.run(state, info, "infer", lambda b: b.chat(info.key, body))

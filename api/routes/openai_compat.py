@@ -17,6 +17,7 @@ from api.deps import StateDep
 from api.errors import RESPONSES
 from api.schemas.replies import ChatCompletion, Completion, EmbeddingList, OpenAIModel, OpenAIModelList
 from api.schemas.requests import ChatRequest, CompletionRequest, EmbeddingRequest
+from core.index.context import with_context
 
 router = APIRouter(prefix="/v1", tags=["openai"], responses=RESPONSES)
 # One Server-Sent Event, as OpenAPI 3.2's `itemSchema` would say it; before 3.2, a stream's `schema`
@@ -60,7 +61,7 @@ async def chat_completions(req: ChatRequest, state: StateDep) -> Response | Stre
     )
     extra = None if found is None else found.extra()
     if found is not None:
-        body["messages"] = grounding.into_messages(messages, found)
+        body["messages"] = with_context(messages, found.context)
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         body["stream_options"] = {"include_usage": True}  # always: the stats need the token counts

@@ -6,6 +6,8 @@ so a model learns to answer with, and cite, the path and lines it was shown.
 
 from __future__ import annotations
 
+from typing import Any
+
 from core.index.store import Entry, Hit
 
 INSTRUCTION = (
@@ -48,6 +50,16 @@ def render_context(hits: list[Hit], commit: str, max_chars: int) -> tuple[str, i
         parts.append(chunk)
         used += len(chunk) + 2
     return "\n\n".join(parts), len(parts) - 1
+
+
+def with_context(messages: list[dict[str, Any]], context: str) -> list[dict[str, Any]]:
+    """The conversation with the context in front: its own system message, or before the one it has.
+    Serving and training samples both put it there."""
+    if not context:
+        return messages
+    if messages and messages[0].get("role") == "system":
+        return [{**messages[0], "content": f"{context}\n\n{messages[0]['content']}"}, *messages[1:]]
+    return [{"role": "system", "content": context}, *messages]
 
 
 def _body(e: Entry) -> str:

@@ -173,6 +173,32 @@ class RepoIndex:
         """path → (blob SHA, language) of every indexed file."""
         return {p: (b, lang) for p, b, lang in self._db.execute("SELECT path, blob, lang FROM files")}
 
+    def example_question(self) -> str | None:
+        """A real question about this repo: where a documented, uniquely named definition is, and what
+        it does (the same one for the same index content)."""
+        rows = self._db.execute(
+            "SELECT e.qualname, e.path FROM entries e WHERE e.kind IN ('function', 'class') "
+            "AND e.doc != '' AND substr(e.name, 1, 1) != '_' "
+            "AND (SELECT count(*) FROM names n WHERE n.name = lower(e.name)) = 1 "
+            "ORDER BY e.path, e.start_line"
+        ).fetchall()
+        picked = [(q, p) for q, p in rows if not _TESTS.search(p)]
+        if not picked:
+            return None
+        qualname, _ = picked[len(picked) // 2]
+        return f"Where is {qualname} defined, and what does it do?"
+
+    def at(self, path: str, start_line: int, kinds: frozenset[str]) -> Entry | None:
+        """The entry of one of `kinds` that starts at `path:start_line`, if any."""
+        for row in self._db.execute(
+            "SELECT id, kind, name, qualname, path, start_line, end_line, signature, doc, body "
+            "FROM entries WHERE path = ? AND start_line = ?",
+            (path, start_line),
+        ):
+            if row[1] in kinds:
+                return _entry(row)
+        return None
+
     def search(self, question: str, k: int = 5) -> list[Hit]:
         """The `k` entries that best match: exact symbol names first, then BM25, fused by rank."""
         try:

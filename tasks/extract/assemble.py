@@ -12,6 +12,7 @@ from core.budget import TokenBudget
 from core.config import ExtractConfig
 from tasks.extract.dedup import near_duplicates
 from tasks.extract.fit import Count, fit_to_budget
+from tasks.extract.raft import ContextAdder
 
 Sample = dict[str, Any]
 
@@ -37,11 +38,13 @@ def assemble(
     cfg: ExtractConfig,
     budget: TokenBudget,
     count: Count | None = None,
+    context: ContextAdder | None = None,
 ) -> tuple[list[Sample], list[Sample], dict[str, Any]]:
     """Split by file, drop ambiguous locate questions and duplicates, then fit the token budget.
 
     Args:
         count: how tokens are counted (see `tasks.extract.fit.fit_to_budget`).
+        context: adds retrieved repo context to a share of the samples (before the budget counts them).
 
     Returns:
         (train, eval, stats); every sample kept fits `budget`.
@@ -99,8 +102,11 @@ def assemble(
         )
     )
     keep = _dedup(samples, sig_rows, keys, keep, cfg, dropped)
+    kept = [samples[i] for i in keep]
+    if context is not None:
+        kept = context.apply(kept, held_out)
     # last: tokens are counted for the samples to be written only, never for a duplicate
-    fitted = fit_to_budget([samples[i] for i in keep], budget, cfg, count)
+    fitted = fit_to_budget(kept, budget, cfg, count)
     dropped["over_token_budget"] += fitted.over
     if fitted.under:
         dropped["under_token_budget"] += fitted.under
@@ -125,6 +131,7 @@ def assemble(
             "max": max((n for n, fits in zip(fitted.tokens, fitted.keep, strict=True) if fits), default=0),
         },
         "commits": {"seen": len(commits), **dict(sorted(commit_stats.items()))},
+        "context": dict(Counter(s["meta"]["context"] for s in final if s["meta"].get("context"))),
         "content_skipped": content_skipped,
     }
     return train, evals, stats

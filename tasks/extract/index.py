@@ -25,10 +25,11 @@ from tasks.extract import docs, python_ast
 from tasks.extract.blobs import BlobReader
 from tasks.extract.cache import ResultCache
 from tasks.extract.files import classify, content_skip_reason, ignore_matcher, list_tree
+from tasks.extract.secrets import SecretScanner
 from tasks.extract.treesitter import languages as treesitter
 
 log = logging.getLogger(__name__)
-INDEX_PARSER_VERSION = "1"  # bump when what a file's entries hold changes
+INDEX_PARSER_VERSION = "2"  # bump when what a file's entries hold changes
 MAX_BODY_CHARS = 4000  # a definition's code kept for context (the renderer trims further)
 
 
@@ -67,9 +68,11 @@ def build_index(
         cached = cache.get_many(list(keys.values()))
         todo = [p for p in changed if keys[p] not in cached]
         fresh: dict[str, dict[str, object]] = {}
+        scanner = SecretScanner(cfg.entropy_threshold) if todo else None  # ~0.1 s to build: only when needed
         with BlobReader(repo) as blobs:
             for p, data in zip(todo, blobs.read_many([changed[p][0] for p in todo]), strict=True):
-                fresh[keys[p]] = {"entries": _file_entries(p, changed[p][1], data)}
+                assert scanner is not None
+                fresh[keys[p]] = {"entries": _file_entries(p, changed[p][1], data, scanner)}
         cache.put_many(fresh.items())
         cached.update(fresh)
     finally:
@@ -84,7 +87,7 @@ def build_index(
         repo=display,
         files=files,
         removed=removed,
-        commits=_commits(repo, commit, recent_commits),
+        commits=_commits(repo, commit, recent_commits, cfg, set(want)),
         base=target if current is not None else None,
     )
     mode = "built" if current is None else "refreshed"
@@ -149,8 +152,11 @@ def _key(path: str, sha: str, lang: str) -> str:
     return "\0".join(("index", INDEX_PARSER_VERSION, path, lang, sha))
 
 
-def _file_entries(path: str, lang: str, data: bytes) -> list[dict[str, object]]:
-    """A file's entries as plain dicts (what the cache stores): its definitions, sections, module."""
+def _file_entries(path: str, lang: str, data: bytes, scanner: SecretScanner) -> list[dict[str, object]]:
+    """A file's entries as plain dicts (what the cache stores): its definitions, sections, module.
+
+    An entry holding a credential is left out, as extraction leaves out such a sample: what the index
+    holds reaches answers and training contexts."""
     if content_skip_reason(path, lang, data):
         return []
     try:
@@ -166,6 +172,8 @@ def _file_entries(path: str, lang: str, data: bytes) -> list[dict[str, object]]:
             out = _code_entries(path, lang, text, data, stem, lines)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return []
+    if scanner.first_reason(text):  # only then check each entry: a clean file gives clean entries
+        out = [e for e in out if not any(scanner.first_reason(t) for t in (e.signature, e.doc, e.body))]
     return [_plain(e) for e in out]
 
 
@@ -216,8 +224,9 @@ def _plain(e: Entry) -> dict[str, object]:
     return {f: getattr(e, f) for f in Entry.__slots__}  # type: ignore[attr-defined]
 
 
-def _commits(repo: Path, commit: str, limit: int) -> list[Entry]:
-    """The newest `limit` commits as entries: message and the files they touched."""
+def _commits(repo: Path, commit: str, limit: int, cfg: ExtractConfig, sources: set[str]) -> list[Entry]:
+    """The newest `limit` commits as entries: message and the indexed files they touched (vendored,
+    ignored and skipped files are not named)."""
     if limit <= 0:
         return []
     out = subprocess.run(
@@ -226,11 +235,14 @@ def _commits(repo: Path, commit: str, limit: int) -> list[Entry]:
         capture_output=True, check=True,
     ).stdout.decode("utf-8", "replace")  # fmt: skip
     entries: list[Entry] = []
+    scanner = SecretScanner(cfg.entropy_threshold) if out else None
     for rec in out.split("\0")[1:]:
         head, _, names = rec.partition("\x1e")
         sha, author, date, subject, body = (head.split("\x1f") + [""] * 5)[:5]
-        files = [f for f in names.split("\n") if f.strip()]
+        files = [f for f in names.split("\n") if f.strip() and f in sources]
         text = f"{subject}\n\n{body.strip()}".strip()
+        if scanner is not None and scanner.first_reason(text):
+            continue
         shown = "\n".join(files[:20]) + (f"\n... and {len(files) - 20} more" if len(files) > 20 else "")
         entries.append(
             Entry(

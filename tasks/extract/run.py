@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import multiprocessing
 import os
 import subprocess
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -17,9 +19,10 @@ from prefect import task
 
 from core import atomic
 from core.budget import TokenBudget, token_budget
-from core.config import ExtractConfig
+from core.config import ExtractConfig, IndexConfig
 from core.errors import InputError
 from core.hashing import config_sha256, dataset_sha256
+from core.index import RepoIndex
 from core.reports import ExtractReport
 from core.settings import Settings
 from tasks.extract import history
@@ -29,7 +32,9 @@ from tasks.extract.cache import ResultCache
 from tasks.extract.dedup import dedup_text, sample_keys, signatures
 from tasks.extract.files import classify, ignore_matcher, list_tree, symlink_leaves_repo
 from tasks.extract.fit import cached_counter
+from tasks.extract.index import build_index
 from tasks.extract.parse import PARSER_VERSION, FileResult, process_file
+from tasks.extract.raft import ContextAdder
 from tasks.extract.samples import commit_sample
 from tasks.extract.secrets import SecretScanner
 
@@ -48,11 +53,15 @@ def extract_dataset(
     rev: str = "HEAD",
     display: str = "repository",
     progress: Progress | None = None,
+    index_cfg: IndexConfig | None = None,
 ) -> ExtractReport:
     """Write out_dir/{train,eval}.jsonl and stats.json from commit `rev` of `repo`; returns the stats.
 
     Every sample written fits `budget` (`core.budget.token_budget(settings)`, the one validation checks).
+    A share of the samples carry the repo context serving would retrieve for them (`tasks.extract.raft`),
+    from an index of the same commit, as `index_cfg` sizes it.
     """
+    index_cfg = index_cfg or IndexConfig()
     started = time.perf_counter()
     commit = _resolve_commit(repo, rev, display)
     cfg_hash = config_sha256(cfg.model_dump(mode="json", exclude={"workers"}))
@@ -91,7 +100,10 @@ def extract_dataset(
 
     commit_results = _history(repo, commit, cfg, cfg_hash, cache, progress)
     files = [(e.path, lang, results[k]) for k, (e, lang) in zip(keys, sources, strict=True)]
-    train, evals, stats = assemble(files, commit_results, commit, cfg, budget, cached_counter(budget, cache))
+    with _context_adder(repo, commit, cfg, index_cfg, cache_dir, display) as context:
+        train, evals, stats = assemble(
+            files, commit_results, commit, cfg, budget, cached_counter(budget, cache), context
+        )
     cache.close()
     stats["files"] = {
         "total": len(entries),
@@ -100,7 +112,12 @@ def extract_dataset(
         "cached": len(sources) - len(todo),
         "skipped": dict(sorted((skipped + stats.pop("content_skipped")).items())),
     }
-    stats["config_hash"] = cfg_hash
+    stats["config_hash"] = config_sha256(
+        {
+            **cfg.model_dump(mode="json", exclude={"workers"}),
+            "context": index_cfg.model_dump(include=_CONTEXT_KEYS),
+        }
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic.write_jsonl(out_dir / "train.jsonl", train)
     atomic.write_jsonl(out_dir / "eval.jsonl", evals)
@@ -118,6 +135,27 @@ def extract_dataset(
         elapsed,
     )
     return report.model_copy(update={"elapsed_seconds": round(elapsed, 3)})
+
+
+_CONTEXT_KEYS = {"top_k", "max_context_tokens"}
+
+
+@contextlib.contextmanager
+def _context_adder(
+    repo: Path, commit: str, cfg: ExtractConfig, index_cfg: IndexConfig, cache_dir: Path, display: str
+) -> Iterator[ContextAdder | None]:
+    """An index of `commit` (private to this run; parsed files come from the cache) for RAFT samples."""
+    if cfg.context_share <= 0:
+        yield None
+        return
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="raft-index-", dir=cache_dir) as tmp:
+        target = Path(tmp) / "index.sqlite"
+        build_index(
+            repo, target, cfg, cache_dir, rev=commit, display=display, recent_commits=index_cfg.recent_commits
+        )
+        with RepoIndex(target) as idx:
+            yield ContextAdder(idx, cfg, index_cfg)
 
 
 def _resolve_commit(repo: Path, rev: str, display: str) -> str:
@@ -243,4 +281,5 @@ def extract_task(
         rev=rev,
         display=display,
         progress=progress,
+        index_cfg=settings.index,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from core.base_models import load_tokenizer
 from core.budget import TokenBudget
 from core.config import ExtractConfig, ValidateConfig
 from core.errors import InputError
+from core.index.context import INSTRUCTION
 from core.reports import ExtractReport
 from core.schemas import Sample
 from tasks.extract.run import extract_dataset
@@ -135,7 +137,11 @@ def test_answers_are_grounded_in_the_repository(repo: Path, tmp_path: Path, budg
     extract_dataset(repo, out, ExtractConfig(eval_fraction=0.0), tmp_path / "cache", budget)
     train, _, _ = _read(out)
     by = {
-        (s["meta"]["task"], s["messages"][0]["content"].split("\n")[0]): s["messages"][1]["content"]
+        # the user's question and the answer (a sample with repo context has a system message first,
+        # and an answer with its oracle in the context names its source last)
+        (s["meta"]["task"], s["messages"][-2]["content"].split("\n")[0]): s["messages"][-1]["content"].split(
+            "\n\nSource: "
+        )[0]
         for s in train
     }
     explain = [a for (t, q), a in by.items() if t == "explain" and "`parse_config`" in q]
@@ -160,7 +166,7 @@ def test_undocumented_symbols_only_yield_code_and_location(
     tasks = {
         s["meta"]["task"]
         for s in train
-        if "undocumented_helper" in s["messages"][0]["content"]
+        if "undocumented_helper" in s["messages"][-2]["content"]
         and s["meta"]["task"] not in ("summarize_module", "commit")  # these list or diff the whole file
     }
     assert tasks == {"locate", "implement"}
@@ -349,3 +355,54 @@ def test_an_overlong_function_and_commit_are_fitted_at_extraction_so_validation_
     report = validate_dataset(out, ValidateConfig(), budget)
     assert report.passed, failure_message(report)
     assert report.token_stats["max"] == stats["token_budget"]["max"]  # both stages count alike
+
+
+CHUNK_HEAD = re.compile(r"^\[\d+\] (\S+?):(\d+)-(\d+) \(", re.M)
+
+
+def test_a_share_of_samples_carry_the_context_serving_would_give(
+    repo: Path, tmp_path: Path, budget: TokenBudget
+) -> None:
+    out = tmp_path / "ds"
+    cfg = ExtractConfig(eval_fraction=0.3, context_share=0.6, distractor_share=0.25)
+    stats = extract_dataset(repo, out, cfg, tmp_path / "cache", budget).model_dump()
+    train, evals, _ = _read(out)
+    with_context = [s for s in train + evals if s["meta"].get("context")]
+
+    assert stats["context"]["oracle"] > 0 and stats["context"]["distractors"] > 0
+    assert sum(stats["context"].values()) == len(with_context)
+    for s in with_context:
+        system, user, answer = s["messages"]
+        assert system["role"] == "system" and system["content"].startswith(INSTRUCTION)
+        assert s["meta"]["task"] in ("locate", "explain", "doc_qa", "summarize_module")
+        shown = {(p, int(a)) for p, a, _ in CHUNK_HEAD.findall(system["content"])}
+        oracle = (s["meta"]["source_path"], s["meta"]["lines"][0])
+        if s["meta"]["context"] == "oracle":
+            assert oracle in shown  # the chunk that answers the question, headed by path and lines
+        else:
+            assert oracle not in shown
+        assert budget.count([s["messages"]])[0] <= budget.max_tokens  # the budget counts the context
+
+
+def test_training_contexts_never_show_a_held_out_file(
+    repo: Path, tmp_path: Path, budget: TokenBudget
+) -> None:
+    out = tmp_path / "ds"
+    cfg = ExtractConfig(eval_fraction=0.3, context_share=1.0, distractor_share=0.5)
+    extract_dataset(repo, out, cfg, tmp_path / "cache", budget)
+    train, evals, _ = _read(out)
+    held_out = {s["meta"]["source_path"] for s in evals}
+
+    contexts = [s["messages"][0]["content"] for s in train if s["meta"].get("context")]
+    assert held_out and contexts
+    shown = {p for c in contexts for p, _, _ in CHUNK_HEAD.findall(c)}
+    assert not shown & held_out
+
+
+def test_no_context_share_leaves_every_sample_without_context(
+    repo: Path, tmp_path: Path, budget: TokenBudget
+) -> None:
+    out = tmp_path / "ds"
+    stats = extract_dataset(repo, out, ExtractConfig(context_share=0.0), tmp_path / "cache", budget)
+    train, evals, _ = _read(out)
+    assert stats.context == {} and all(s["messages"][0]["role"] == "user" for s in train + evals)

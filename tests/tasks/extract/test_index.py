@@ -188,3 +188,14 @@ def test_the_context_shows_each_chunk_with_its_path_and_lines_within_the_budget(
     assert "[1] demo/processing.py:4-9 (class DataProcessor)" in text
     assert "class DataProcessor:" in text and shown == len(hits)
     assert len(small) <= 700 and 1 <= few < shown
+
+
+def test_the_example_question_names_a_documented_definition_of_the_repo(repo: Path, tmp_path: Path) -> None:
+    target = tmp_path / "index.sqlite"
+    build(repo, target, tmp_path / "cache")
+    with RepoIndex(target) as idx:
+        question = idx.example_question()
+    assert question in (
+        "Where is DataProcessor defined, and what does it do?",
+        "Where is normalise defined, and what does it do?",
+    )
