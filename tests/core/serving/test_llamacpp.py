@@ -374,7 +374,9 @@ def test_request_running_past_the_timeout_raises_timeout_error_and_frees_its_slo
     pid = pid_of(run(b.deploy(served(tiny_gguf))))
     with pytest.raises(TimeoutError):  # 1800 tokens take the tiny model many seconds
         run(b.chat(KEY, {"messages": HELLO, "max_tokens": 1800, "temperature": 0}))
-    wait_for_idle(b, run, within_s=3.0)  # llama.cpp polls its connections every second
+    # the slot comes back: llama.cpp stops a request whose client left when it notices (it polls
+    # its connections), or at its end; the bound is loose, for a loaded machine (no timing assert)
+    wait_for_idle(b, run, within_s=30.0)
     reply = run(b.chat(KEY, {"messages": HELLO, "max_tokens": 2}))  # served within the 1 s timeout
     assert reply["usage"]["completion_tokens"] == 2
     assert pid_of(run(deployment(b, KEY))) == pid  # the same server: nothing was killed
