@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import orjson
@@ -13,11 +13,12 @@ from fastapi.responses import Response
 from starlette.responses import StreamingResponse
 
 from api import grounding, inference
-from api.deps import StateDep
+from api.deps import AppState, StateDep
 from api.errors import RESPONSES
 from api.schemas.replies import ChatCompletion, Completion, EmbeddingList, OpenAIModel, OpenAIModelList
 from api.schemas.requests import ChatRequest, CompletionRequest, EmbeddingRequest
 from core.index.context import with_context
+from core.registry import ModelInfo
 
 router = APIRouter(prefix="/v1", tags=["openai"], responses=RESPONSES)
 # One Server-Sent Event, as OpenAPI 3.2's `itemSchema` would say it; before 3.2, a stream's `schema`
@@ -62,19 +63,7 @@ async def chat_completions(req: ChatRequest, state: StateDep) -> Response | Stre
     extra = None if found is None else found.extra()
     if found is not None:
         body["messages"] = with_context(messages, found.context)
-    if req.stream:
-        include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        body["stream_options"] = {"include_usage": True}  # always: the stats need the token counts
-        return await inference.stream(
-            state,
-            info,
-            "chat",
-            lambda b: b.chat_stream(info.key, body),
-            include_usage=include_usage,
-            extra=extra,
-        )
-    result, _ = await inference.run(state, info, "chat", lambda b: b.chat(info.key, body))
-    return _json(result | (extra or {}))
+    return await _answer(state, info, req, "chat", body, extra)
 
 
 @router.post("/completions", operation_id="create_completion", response_model=Completion, responses=SSE)
@@ -88,18 +77,33 @@ async def completions(req: CompletionRequest, state: StateDep) -> Response | Str
     extra = None if found is None else found.extra()
     if found is not None and found.context:
         body["prompt"] = f"{found.context}\n\n{body['prompt']}"
+    return await _answer(state, info, req, "completion", body, extra)
+
+
+async def _answer(
+    state: AppState,
+    info: ModelInfo,
+    req: ChatRequest | CompletionRequest,
+    route: Literal["chat", "completion"],
+    body: dict[str, Any],
+    extra: dict[str, Any] | None,
+) -> Response | StreamingResponse:
+    """The backend's reply (or its stream), with the grounding fields when there are any."""
+    chat = route == "chat"
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        body["stream_options"] = {"include_usage": True}
+        body["stream_options"] = {"include_usage": True}  # always: the stats need the token counts
         return await inference.stream(
             state,
             info,
-            "completion",
-            lambda b: b.completion_stream(info.key, body),
+            route,
+            lambda b: b.chat_stream(info.key, body) if chat else b.completion_stream(info.key, body),
             include_usage=include_usage,
             extra=extra,
         )
-    result, _ = await inference.run(state, info, "completion", lambda b: b.completion(info.key, body))
+    result, _ = await inference.run(
+        state, info, route, lambda b: b.chat(info.key, body) if chat else b.completion(info.key, body)
+    )
     return _json(result | (extra or {}))
 
 

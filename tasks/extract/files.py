@@ -10,6 +10,7 @@ from pathlib import Path
 import pathspec
 
 from core.config import ExtractConfig
+from core.errors import InputError
 from tasks.extract.treesitter.languages import LANG_BY_SUFFIX
 
 SUFFIX_LANG: dict[str, str] = {
@@ -60,6 +61,20 @@ def list_tree(repo: Path, rev: str) -> list[TreeEntry]:
             )
         )
     return entries
+
+
+def resolve_commit(repo: Path, rev: str, display: str) -> str:
+    """The full SHA of commit `rev`; InputError for an option-like or unknown revision."""
+    if rev.startswith("-"):
+        raise InputError(f"invalid revision '{rev}'")
+    proc = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise InputError(f"{display} has no commit '{rev}' (is it an empty repository?)")
+    return proc.stdout.strip()
 
 
 def ignore_matcher(gitignores: dict[str, bytes]) -> pathspec.PathSpec | None:

@@ -15,7 +15,6 @@ from pathlib import Path
 from prefect import task
 
 from core.config import ExtractConfig
-from core.errors import InputError
 from core.index import FileEntries, IndexUnavailable, RepoIndex, index_path, write_index
 from core.index.store import Entry
 from core.reports import IndexReport
@@ -24,7 +23,7 @@ from core.settings import Settings
 from tasks.extract import docs, python_ast
 from tasks.extract.blobs import BlobReader
 from tasks.extract.cache import ResultCache
-from tasks.extract.files import classify, content_skip_reason, ignore_matcher, list_tree
+from tasks.extract.files import classify, content_skip_reason, ignore_matcher, list_tree, resolve_commit
 from tasks.extract.secrets import SecretScanner
 from tasks.extract.treesitter import languages as treesitter
 
@@ -46,7 +45,7 @@ def build_index(
 ) -> IndexReport:
     """Bring the index at `target` to commit `rev` of `repo`: incrementally unless `full` or unreadable."""
     started = time.perf_counter()
-    commit = _resolve(repo, rev, display)
+    commit = resolve_commit(repo, rev, display)
     current: dict[str, tuple[str, str]] | None = None
     indexed_commit = ""
     if not full and target.is_file():
@@ -118,19 +117,6 @@ def _report(
         removed_files=removed,
         elapsed_seconds=round(time.perf_counter() - started, 3),
     )
-
-
-def _resolve(repo: Path, rev: str, display: str) -> str:
-    if rev.startswith("-"):
-        raise InputError(f"invalid revision '{rev}'")
-    proc = subprocess.run(
-        ["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        raise InputError(f"{display} has no commit '{rev}' (is it an empty repository?)")
-    return proc.stdout.strip()
 
 
 def _sources(repo: Path, commit: str, cfg: ExtractConfig) -> dict[str, tuple[str, str]]:

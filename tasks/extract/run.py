@@ -7,7 +7,6 @@ import hashlib
 import logging
 import multiprocessing
 import os
-import subprocess
 import tempfile
 import time
 from collections import Counter
@@ -30,7 +29,7 @@ from tasks.extract.assemble import assemble
 from tasks.extract.blobs import BlobReader
 from tasks.extract.cache import ResultCache
 from tasks.extract.dedup import dedup_text, sample_keys, signatures
-from tasks.extract.files import classify, ignore_matcher, list_tree, symlink_leaves_repo
+from tasks.extract.files import classify, ignore_matcher, list_tree, resolve_commit, symlink_leaves_repo
 from tasks.extract.fit import cached_counter
 from tasks.extract.index import build_index
 from tasks.extract.parse import PARSER_VERSION, FileResult, process_file
@@ -63,7 +62,7 @@ def extract_dataset(
     """
     index_cfg = index_cfg or IndexConfig()
     started = time.perf_counter()
-    commit = _resolve_commit(repo, rev, display)
+    commit = resolve_commit(repo, rev, display)
     cfg_hash = config_sha256(cfg.model_dump(mode="json", exclude={"workers"}))
     entries = list_tree(repo, commit)
     skipped: Counter[str] = Counter()
@@ -156,19 +155,6 @@ def _context_adder(
         )
         with RepoIndex(target) as idx:
             yield ContextAdder(idx, cfg, index_cfg)
-
-
-def _resolve_commit(repo: Path, rev: str, display: str) -> str:
-    if rev.startswith("-"):
-        raise InputError(f"invalid revision '{rev}'")
-    proc = subprocess.run(
-        ["git", "-C", str(repo), "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
-        capture_output=True,
-        text=True,
-    )
-    if proc.returncode != 0:
-        raise InputError(f"{display} has no commit '{rev}' (is it an empty repository?)")
-    return proc.stdout.strip()
 
 
 def _key(*parts: str) -> str:
