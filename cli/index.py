@@ -86,7 +86,7 @@ def status(repo: RepoOpt = ".", as_json: JsonOpt = False) -> None:
             "file": display(st.path),
         }
         if as_json:
-            out.print(json.dumps(info))
+            out.print_json(json.dumps(info))
             return
         table = Table(show_header=False, box=None)
         for key in ("repo", "commit", "head", "current", "files", "entries", "built_at", "file"):

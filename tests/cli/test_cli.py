@@ -93,3 +93,26 @@ def test_status_without_a_stack_is_one_line_and_exit_1(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert proc.stdout.strip() == "no stack is running: start it with `forgeflow up`"
     assert proc.stderr == ""  # no "internal error: Exit: 1"
+
+
+def test_index_build_status_and_search(make_repo, tmp_path: Path) -> None:
+    repo = make_repo({"pkg/tool.py": 'def sharpen(blade):\n    """Hone the blade."""\n    return blade\n'})
+    built = run(tmp_path, "index", "build", "--repo", str(repo), "--json")
+    assert built.returncode == 0, built.stderr
+    assert json.loads(built.stdout)["mode"] == "built"
+    head = commit(repo, {"pkg/more.py": "def polish():\n    return 1\n"}, "Add polish")
+
+    behind = run(tmp_path, "index", "status", "--repo", str(repo), "--json")
+    refreshed = json.loads(run(tmp_path, "index", "build", "--repo", str(repo), "--json").stdout)
+    found = run(tmp_path, "index", "search", "Where is sharpen defined?", "--repo", str(repo))
+
+    assert json.loads(behind.stdout)["current"] is False
+    assert (refreshed["mode"], refreshed["commit"], refreshed["changed_files"]) == ("refreshed", head, 1)
+    assert "pkg/tool.py:1-3" in found.stdout and "function sharpen" in found.stdout
+
+
+def test_index_status_without_an_index_is_one_clear_line(make_repo, tmp_path: Path) -> None:
+    repo = make_repo({"a.py": "x = 1\n"})
+    proc = run(tmp_path, "index", "status", "--repo", str(repo))
+    assert proc.returncode == 2 and "no index yet" in proc.stderr
+    assert_one_clean_line(proc, [str(repo)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -89,3 +90,33 @@ def test_a_git_commit_fires_the_hook_and_starts_a_retrain(stack: Stack, jobs_roo
     assert job["parameters"]["trigger"] == "post-commit"
     httpx.post(f"{stack.api}/v1/retrain/{job['job_id']}/cancel", timeout=30)
     stack.wait_state(job["job_id"], "Cancelled")
+
+
+def test_a_commit_below_the_thresholds_leaves_an_index_run_and_a_current_index(
+    stack: Stack, jobs_root: Path
+) -> None:
+    repo = jobs_root / "indexed"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    commit(repo, {"README.md": "# indexed\n"}, "Start the project")
+    installed = stack.cli("hooks", "install", "--repo", str(repo), "--server", stack.api, timeout=60)
+    assert installed.returncode == 0, installed.stderr
+    head = commit(repo, {"lib.py": 'def answer():\n    """The answer."""\n    return 42\n'}, "Add the answer")
+
+    deadline = time.monotonic() + 120
+    while True:  # the hook's call starts no job (two commits) but an index-repo run, shown in Prefect
+        runs = httpx.post(
+            f"{stack.prefect}/api/flow_runs/filter",
+            json={"flows": {"name": {"any_": ["index-repo"]}}, "limit": 20},
+            timeout=10,
+        ).json()
+        mine = [r for r in runs if r["parameters"]["params"]["repo"] == str(repo.resolve())]
+        if mine and mine[0]["state_type"] in ("COMPLETED", "FAILED", "CRASHED"):
+            break
+        assert time.monotonic() < deadline, f"no finished index-repo run: {[r['state_type'] for r in mine]}"
+        time.sleep(1)
+    assert mine[0]["state_type"] == "COMPLETED"
+    assert mine[0]["parameters"]["params"]["trigger"] == "post-commit"
+    status = stack.cli("index", "status", "--repo", str(repo), "--json", timeout=120)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["commit"] == head
