@@ -60,7 +60,10 @@ def serve(settings: Settings) -> tuple[str, Any, threading.Thread]:
     return f"http://127.0.0.1:{port}", server, thread
 
 
-def questions(settings: Settings, repo: Path, n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def questions(
+    settings: Settings, repo: Path, n: int, held_out: set[str]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """`n` locate questions (half about held-out files when there are any) and `n` explain ones."""
     path = index_path(settings, parse_repo_spec(str(repo), settings).project_id)
     with RepoIndex(path) as idx:
         rows = idx._db.execute(  # noqa: SLF001
@@ -73,7 +76,9 @@ def questions(settings: Settings, repo: Path, n: int) -> tuple[list[dict[str, An
     pool = [r for r in rows if counts[r[1]] == 1 and not r[1].startswith("_") and len(r[1]) > 2]
     pool = [r for r in pool if "test" not in r[2].split("/")[0] and not r[1].startswith("test_")]
     random.Random(0).shuffle(pool)
-    locate = [{"name": r[1], "path": r[2], "line": r[3]} for r in pool[:n]]
+    held = [r for r in pool if r[2] in held_out][: n // 2]
+    picked = held + [r for r in pool if r[2] not in held_out][: n - len(held)]
+    locate = [{"name": r[1], "path": r[2], "line": r[3], "held_out": r[2] in held_out} for r in picked]
     explain = [{"name": r[1], "doc": r[4].split("\n\n")[0]} for r in pool if len(r[4]) > 20][:n]
     return locate, explain
 
@@ -101,14 +106,18 @@ def column(
 ) -> dict[str, Any]:
     exact = path_only = 0
     recall = 0
+    held = held_exact = 0
     samples = []
     for q in locate:
         reply = ask(url, model, f"Where is {q['name']} defined?", retrieval)
         answer = reply["choices"][0]["message"]["content"] or ""
         has_path = q["path"] in answer
-        has_line = bool(re.search(rf"{re.escape(q['path'])}:{q['line']}\b", answer))
+        # `path:N`, or the training data's own phrasing: "`X` is defined in `path` at line N."
+        has_line = has_path and bool(re.search(rf"(:|line ){q['line']}\b", answer))
         exact += has_line
         path_only += has_path
+        held += q.get("held_out", False)
+        held_exact += has_line and q.get("held_out", False)
         recall += any(
             s["path"] == q["path"] and s["start_line"] == q["line"] for s in reply.get("sources", [])
         )
@@ -132,6 +141,8 @@ def column(
     out: dict[str, Any] = {
         "locate_path_and_line": round(exact / n, 4),
         "locate_path": round(path_only / n, 4),
+        "locate_path_and_line_held_out": round(held_exact / held, 4) if held else None,
+        "held_out_questions": held,
         "explain_rouge_l": round(statistics.mean(rouge), 4) if rouge else None,
         "samples": samples,
     }
@@ -145,11 +156,13 @@ def main() -> None:
     ap.add_argument("--repo", type=Path, required=True)
     ap.add_argument("--tuned", type=Path, help="a fine-tuned GGUF of this repo (e.g. from make run)")
     ap.add_argument("-n", type=int, default=30, help="questions of each kind")
+    ap.add_argument("--dataset", type=Path, help="the tuned model's dataset: its eval files are held out")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/repo_knowledge.json"))
     args = ap.parse_args()
     repo = args.repo.resolve()
     with tempfile.TemporaryDirectory(prefix="ff-rk-") as tmp:
         roots = [repo, Path(tmp), embedded_gguf("smollm2-135m").parent]
+        roots += [args.tuned.resolve().parent] if args.tuned else []
         settings = Settings(
             home=Path(tmp) / "ws",
             allowed_roots=roots,
@@ -164,7 +177,11 @@ def main() -> None:
                 label: registry.register(path, name=label, source_repo=str(repo)).key
                 for label, path in models.items()
             }
-        locate, explain = questions(settings, repo, args.n)
+        held_out: set[str] = set()
+        if args.dataset:
+            for line in (args.dataset / "eval.jsonl").read_text().splitlines():
+                held_out.add(json.loads(line)["meta"]["source_path"])
+        locate, explain = questions(settings, repo, args.n, held_out)
         url, server, thread = serve(settings)
         results: dict[str, Any] = {}
         try:
@@ -185,6 +202,7 @@ def main() -> None:
     doc = {
         "command": f"python benchmarks/repo_knowledge.py --repo {args.repo}"
         + (f" --tuned {args.tuned}" if args.tuned else "")
+        + (f" --dataset {args.dataset}" if args.dataset else "")
         + f" -n {args.n}",
         "machine": {"cpus": os.cpu_count()},
         "questions": {"locate": len(locate), "explain": len(explain)},
