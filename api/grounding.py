@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import subprocess
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,14 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ForgeflowError
-from core.index import IndexUnavailable, RepoIndex, index_path, render_context
+from core.index import Hit, IndexUnavailable, RepoIndex, index_path, render_context
+from core.index.context import CHARS_PER_TOKEN
 from core.registry import ModelInfo
 from core.reports import IndexReport
-from core.repos.spec import parse_repo_spec
+from core.repos.spec import head_commit, parse_repo_spec
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
-CHARS_PER_TOKEN = 3.0  # a cautious estimate for code and prose: context never pushes a prompt past n_ctx
 DEFAULT_REPLY_TOKENS = 256  # room kept for the answer when the request sets no max_tokens
 MIN_CONTEXT_TOKENS = 64
 Indexer = Callable[[str, Settings], IndexReport]
@@ -104,16 +103,20 @@ def _ground(
     except ForgeflowError:
         return _without(None, None, "the model's source repository is not readable here")
     path = index_path(settings, spec.project_id)
-    head = _head(spec.local_path) if spec.local_path is not None else None
+    head = head_commit(spec.local_path) if spec.local_path is not None else None
     note = None
-    if retriever.indexer is not None and (head is None or not path.is_file() or _commit_of(path) != head):
-        note = _catch_up(retriever, spec.project_id, info.source_repo, settings)
-    try:
-        with RepoIndex(path) as idx:
-            commit = idx.commit
-            hits = idx.search(question, settings.index.top_k)
+    try:  # one read of the index when it is current, the common case
+        commit, hits = _search(path, question, settings.index.top_k)
     except IndexUnavailable as exc:
-        return _without(None, head, str(exc))
+        commit, hits, missing = None, [], exc
+    if retriever.indexer is not None and (head is None or commit != head):
+        note = _catch_up(retriever, spec.project_id, info.source_repo, settings)
+        try:  # what the refresh left (or, when it did not finish in time, the index as it is)
+            commit, hits = _search(path, question, settings.index.top_k)
+        except IndexUnavailable as exc:
+            commit, missing = None, exc
+    if commit is None:
+        return _without(None, head, str(missing))
     current = head is not None and commit == head
     if not current and note is None:
         note = f"the index reflects {commit[:12]}, not the repository's HEAD" if head else None
@@ -145,17 +148,10 @@ def _catch_up(retriever: Retriever, project_id: str, spec: str, settings: Settin
     return None
 
 
-def _head(repo: Path) -> str | None:
-    proc = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True)
-    return proc.stdout.strip() or None if proc.returncode == 0 else None
-
-
-def _commit_of(path: Path) -> str | None:
-    try:
-        with RepoIndex(path) as idx:
-            return idx.commit
-    except IndexUnavailable:
-        return None
+def _search(path: Path, question: str, k: int) -> tuple[str, list[Hit]]:
+    """The index's commit and its `k` best hits for `question`; IndexUnavailable when it cannot be read."""
+    with RepoIndex(path) as idx:
+        return idx.commit, idx.search(question, k)
 
 
 def reserve(messages_text: str, max_tokens: int | None) -> int:

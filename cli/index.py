@@ -60,20 +60,17 @@ def build(
 def status(repo: RepoOpt = ".", as_json: JsonOpt = False) -> None:
     """Which commit the repository's index reflects, and whether that is its HEAD."""
     import json
-    import subprocess
 
     from core.index import RepoIndex, index_path
     from core.paths import display
-    from core.repos.spec import resolve_repo
+    from core.repos.spec import head_commit, resolve_repo
 
     def body() -> None:
         settings = get_settings()
         handle = resolve_repo(repo, settings)
         with RepoIndex(index_path(settings, handle.project_id)) as idx:
             st = idx.status()
-        head = subprocess.run(
-            ["git", "-C", str(handle.path), "rev-parse", "HEAD"], capture_output=True, text=True
-        ).stdout.strip()
+        head = head_commit(handle.path)
         info = {
             "repo": handle.display,
             "commit": st.commit,
@@ -107,6 +104,7 @@ def search(
 ) -> None:
     """What retrieval finds for a question: path, lines, kind, name and score."""
     from core.index import RepoIndex, index_path
+    from core.index.context import locator
     from core.repos.spec import resolve_repo
 
     def body() -> None:
@@ -123,10 +121,7 @@ def search(
         table.add_column("score", justify="right")
         for h in hits:
             e = h.entry
-            where = (
-                f"commit {e.qualname[:12]}" if e.kind == "commit" else f"{e.path}:{e.start_line}-{e.end_line}"
-            )
-            table.add_row(where, f"{e.kind} {e.qualname or e.name}", f"{h.score:.3f}")
+            table.add_row(locator(e), f"{e.kind} {e.qualname or e.name}", f"{h.score:.3f}")
         out.print(table)
         out.print(f"{len(hits)} hits at {commit[:12]} in {took:.1f} ms")
 

@@ -15,6 +15,9 @@ INSTRUCTION = (
     "name the file and lines it comes from as path:start-end."
 )
 _MIN_BODY_CHARS = 200
+# a cautious estimate for code and prose, shared by serving and RAFT training so both size the
+# context alike: a context never pushes a prompt past the slot's n_ctx
+CHARS_PER_TOKEN = 3.0
 
 
 def locator(e: Entry) -> str:

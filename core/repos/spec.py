@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -323,3 +324,9 @@ def _project_id(name: str, key: str) -> str:
 
 def _allowed(settings: Settings) -> str:
     return " or ".join(settings.allowed_url_schemes) or "no"
+
+
+def head_commit(repo: Path) -> str | None:
+    """The SHA `HEAD` of a local repository names; None when git cannot tell (no commit, not a repo)."""
+    proc = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True)
+    return (proc.stdout.strip() or None) if proc.returncode == 0 else None

@@ -17,7 +17,7 @@ from typing import Any
 
 from core.config import ExtractConfig, IndexConfig
 from core.index import Hit, RepoIndex, render_context
-from core.index.context import locator, with_context
+from core.index.context import CHARS_PER_TOKEN, locator, with_context
 from core.index.store import DEFINITIONS, Entry
 
 Sample = dict[str, Any]
@@ -28,7 +28,6 @@ ORACLE_KINDS = {
     "summarize_module": frozenset({"module"}),
 }
 CITED = frozenset({"explain", "doc_qa", "summarize_module"})  # answers that end by naming their source
-CHARS_PER_TOKEN = 3.0  # as serving estimates (api/grounding.py)
 
 
 class ContextAdder:
