@@ -13,11 +13,13 @@ from typing import Annotated, Any
 
 import httpx
 import typer
+from rich.table import Table
 
 from cli.app import err, out, run
 from core.errors import ForgeflowError
 from core.jobs.directory import JobDir
 from core.paths import display
+from core.reports import KnowledgeReport
 from core.settings import Settings, get_settings
 
 jobs_app = typer.Typer(help="Training jobs (Prefect flow runs): list, status, pause, resume, cancel.")
@@ -183,6 +185,29 @@ def _ask(settings: Settings, model: str, folder: JobDir) -> None:
         )
 
 
+def _knowledge_table(report: KnowledgeReport) -> Table:
+    """Repo knowledge as served, one row per model and retrieval: fits 80 columns."""
+    asked = report.questions
+    title = (
+        f"repo knowledge: {asked['locate']} locate ({asked['locate_held_out']} held-out), "
+        f"{asked['explain']} explain"
+    )
+    table = Table("model", "locate", "held-out", "explain", "score", title=title)
+    for label, c in report.columns.items():
+        table.add_row(label, _pct(c.locate), _pct(c.locate_held_out), _num(c.explain_rouge_l), _num(c.score))
+    if report.recall_at_k is not None:
+        table.caption = f"retrieval recall@k on locate questions: {report.recall_at_k:.0%}"
+    return table
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def _summary(settings: Settings, job: str, status: dict[str, Any]) -> None:
     if status["status"] != "completed":
         raise ForgeflowError(f"job {job} {status['status']}: {status.get('error') or status.get('message')}")
@@ -197,10 +222,14 @@ def _summary(settings: Settings, job: str, status: dict[str, Any]) -> None:
     for quant, gguf in (export.ggufs if export is not None else {}).items():
         out.print(f"GGUF {quant}: {display(folder.export / gguf.file)}  sha256 {gguf.sha256}")
     if promote is not None:
-        out.print(f"promote: {promote.reason}")
+        out.print(f"promote: {promote.reason}", soft_wrap=True)
         name = promote.candidate.split(":")[0] + ":champion"
         champion = _api(settings, "GET", f"/models/{name}")
-        out.print(f"served as: {name} (= {champion['name']}:{champion['version']})")
+        what = ", the base model answering from the repo index" if champion["config"].get("base") else ""
+        out.print(f"served as: {name} (= {champion['name']}:{champion['version']}{what})")
         _ask(settings, name, folder)
+    knowledge = folder.knowledge()
+    if knowledge is not None:
+        out.print(_knowledge_table(knowledge))
     out.print(f"Prefect UI: {settings.prefect_ui_url}/runs/flow-run/{job}", soft_wrap=True)
     out.print("stop the stack with `forgeflow down`")

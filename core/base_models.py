@@ -35,6 +35,14 @@ def embedded_gguf(name: str) -> Path:
     return path
 
 
+def base_gguf(name_or_path: str) -> Path | None:
+    """The GGUF a base model is served as, when it has one: the embedded model's, or a .gguf path."""
+    if name_or_path in EMBEDDED:
+        return embedded_gguf(name_or_path)
+    path = Path(name_or_path).expanduser()
+    return path if path.is_file() and path.suffix == ".gguf" else None
+
+
 def materialize(name_or_path: str, cache_dir: Path) -> Path:
     """A local Hugging Face directory (safetensors + tokenizer) for a base model.
 

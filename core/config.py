@@ -162,9 +162,20 @@ class EvalConfig(StepConfig):
     max_samples: int = Field(128, ge=0, le=1_000_000, description="eval samples scored for NLL; 0 = all")
     batch_size: int = Field(8, ge=1, le=1024)
     max_length: int = Field(1024, ge=32, le=131_072)
-    generation_samples: int = Field(8, ge=0, le=10_000, description="held-out samples per generation task")
+    generation_samples: int = Field(
+        0, ge=0, le=10_000, description="held-out samples per generation task (HF models; 0: off)"
+    )
     max_new_tokens: int = Field(48, ge=1, le=4096)
     seed: int = Field(0, ge=0, le=2**31 - 1)
+    knowledge_questions: int = Field(
+        6,
+        ge=0,
+        le=1_000,
+        description="repo-knowledge questions per kind (held-out locate, train locate, explain)",
+    )
+    knowledge_max_tokens: int = Field(
+        48, ge=8, le=1_024, description="tokens a repo-knowledge answer may take"
+    )
 
 
 class ExportConfig(StepConfig):
@@ -267,7 +278,10 @@ class JobsConfig(StepConfig):
     watched_repos: list[str] = Field(default_factory=list, description="repos the scheduled monitor checks")
     profile: str = Field("cpu-quick", min_length=1, max_length=256, description="retrain's training profile")
     promote_margin: float = Field(
-        0.0, ge=0, lt=1, description="a new champion beats base and champion perplexity by this fraction"
+        0.0, ge=0, lt=1, description="a new champion beats the base's perplexity by this fraction (a guard)"
+    )
+    knowledge_tolerance: float = Field(
+        0.02, ge=0, le=1, description="a candidate may score this much below the champion's repo knowledge"
     )
     crash_after_s: float = Field(
         15, gt=0, le=3600, description="a running job whose process is gone is marked crashed by then"

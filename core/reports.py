@@ -185,6 +185,42 @@ class EvalReport(Report):
     created_at: str
 
 
+class KnowledgeScores(Report):
+    """One model's repo knowledge through llama.cpp, with or without retrieval; None: no such question."""
+
+    model: str  # the registry version or base model that answered
+    retrieval: bool
+    locate: float | None  # the answer names the definition's path and first line
+    locate_held_out: float | None  # the same, on questions about held-out files
+    locate_path: float | None  # the answer names the path, whatever the line
+    explain_rouge_l: float | None  # ROUGE-L F1 against the docstring
+    score: float | None  # mean of locate and explain_rouge_l: what the promote gate compares
+    seconds: float
+
+
+class KnowledgeReport(Report):
+    """`knowledge.json`: repo knowledge of the candidate, the base and the champion, as served."""
+
+    FILE: ClassVar[str] = "knowledge.json"
+
+    commit: str | None  # the index commit retrieval read; None: no index, no retrieval columns
+    questions: dict[str, int]  # locate, locate_held_out, explain
+    recall_at_k: float | None  # share of locate questions whose definition retrieval found
+    columns: dict[str, KnowledgeScores]  # "base", "tuned", "base + retrieval", "tuned + retrieval", ...
+    samples: list[dict[str, str]]  # a few questions with the candidate's answers
+    created_at: str
+
+    RETRIEVAL: ClassVar[str] = " + retrieval"  # suffix of a column asked with retrieved context
+
+    def gate_columns(self) -> tuple[str | None, str | None]:
+        """(the candidate's column, the column it must match): as served, so with retrieval when
+        there is an index; the champion when one was asked, else the base; None where there is none."""
+        suffix = self.RETRIEVAL if self.commit else ""
+        candidate = "tuned" + suffix if "tuned" + suffix in self.columns else None
+        reference = next((c + suffix for c in ("champion", "base") if c + suffix in self.columns), None)
+        return candidate, reference
+
+
 class ParityResult(Report):
     """A GGUF against the HF model it came from, teacher-forced (tasks.export.parity), and the verdict.
 
@@ -268,4 +304,7 @@ class PromoteDecision(Report):
     base_perplexity: float
     champion_perplexity: float | None = None  # the champion scored on this eval set
     candidate_gguf_perplexity: float | None = None  # the candidate scored the same way
+    candidate_knowledge: float | None = None  # KnowledgeScores.score of the candidate as served
+    reference_knowledge: float | None = None  # ...of what it had to match: the champion, else the base
+    reference: str | None = None  # which column that was
     margin: float

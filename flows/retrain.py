@@ -27,13 +27,21 @@ from core.errors import InputError
 from core.jobs.context import JobContext
 from core.jobs.directory import JobDir
 from core.jobs.params import RetrainParams
-from core.reports import EvalReport, ExportReport, FinetuneReport, MonitorReport, PromoteDecision
+from core.reports import (
+    EvalReport,
+    ExportReport,
+    FinetuneReport,
+    KnowledgeReport,
+    MonitorReport,
+    PromoteDecision,
+)
 from core.repos.spec import resolve_repo
 from core.settings import get_settings
 from flows.benchmark import benchmark_flow
 from flows.finetune import record_lineage
 from tasks.benchmark.gate import SpeedGate, speed_gate
-from tasks.deploy.run import deploy_task, promote_task
+from tasks.deploy.run import deploy_task, ensure_champion_task, promote_task
+from tasks.evaluate.knowledge import knowledge_task
 from tasks.evaluate.run import evaluate_task
 from tasks.export.run import export_task
 from tasks.extract.index import index_task
@@ -57,6 +65,7 @@ class RetrainReport(BaseModel):
     train: FinetuneReport | None = None
     evaluate: EvalReport | None = None
     export: ExportReport | None = None
+    knowledge: KnowledgeReport | None = None
     promote: PromoteDecision | None = None
     benchmark: BenchReport | None = None
     speed_gate: SpeedGate | None = None
@@ -121,6 +130,8 @@ def prepare_data(job: JobContext, params: RetrainParams, report: RetrainReport) 
     handle = resolve_repo_task(params.repo, job.settings)
     index_task(str(handle.path), handle.project_id, job.settings, handle.display)  # every run: cheap
     name = params.project_name or _slug(handle.path.name)
+    # a project always has a champion to ask: its base, answering from the index, until a model wins
+    ensure_champion_task(name, params.base_model or job.settings.base_model, params.repo, job.settings)
     report.monitor = check_repo_task(handle, job.settings)
     head = report.monitor.metrics.head_commit or "unknown"
     job.rename(f"retrain-{name}-{head[:7]}")
@@ -173,17 +184,23 @@ def finetune(job: JobContext, params: RetrainParams, data: Path) -> FinetuneRepo
 def promote(job: JobContext, params: RetrainParams, data: Path, report: RetrainReport) -> None:
     """Register the export and decide: the quality gate, then (when it passes) the speed gate."""
     assert report.evaluate is not None and report.export is not None
-    job.enter("promote", "promote gate")
     project = params.project_name or job.dir.plan().project or _slug(data.parent.name)
-    decision = promote_task(
+    repo = job.dir.plan().repo  # the version answers from this repo's index
+    job.enter("promote", "measuring repo knowledge: candidate, base and champion")
+    report.knowledge = knowledge_task(
         project,
         str(job.dir.export),
         str(data),
-        report.evaluate,
-        report.export,
+        str(job.dir.root),
         job.settings,
-        job.dir.plan().repo,  # the version answers from this repo's index
+        params.base_model or job.settings.base_model,
+        repo,
     )
+    job.progress("promote", 0.2, "promote gate")
+    decision = promote_task(
+        project, str(job.dir.export), str(data), report.evaluate, report.export, job.settings, repo,
+        report.knowledge,
+    )  # fmt: skip
     if decision.promote and job.settings.bench.retrain:
         job.progress("promote", 0.3, "benchmarking the candidate against the champion")
         report.benchmark, report.speed_gate = _speed_check(job, decision, data)
@@ -237,6 +254,11 @@ def _final_table(report: RetrainReport) -> None:
         ]
     if report.export is not None:
         rows += [{"figure": f"{q} sha256", "value": g.sha256} for q, g in report.export.ggufs.items()]
+    if report.knowledge is not None:
+        rows += [
+            {"figure": f"repo knowledge, {label}", "value": c.score}
+            for label, c in report.knowledge.columns.items()
+        ]
     if report.speed_gate is not None:
         rows += [{"figure": "speed gate", "value": report.speed_gate.reason}]
     if report.promote is not None:

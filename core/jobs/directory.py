@@ -24,7 +24,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from core.atomic import write_json
-from core.reports import EvalReport, ExportReport, ExtractReport, PromoteDecision, Report
+from core.reports import EvalReport, ExportReport, ExtractReport, KnowledgeReport, PromoteDecision, Report
 from core.settings import Settings
 
 R = TypeVar("R", bound=BaseModel)
@@ -84,6 +84,9 @@ class JobDir:
 
     def exported(self) -> ExportReport | None:
         return read_report(self.export, ExportReport)
+
+    def knowledge(self) -> KnowledgeReport | None:
+        return read_report(self.root, KnowledgeReport)
 
     def promotion(self) -> PromoteDecision | None:
         return read_report(self.root, PromoteDecision)

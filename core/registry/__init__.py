@@ -11,10 +11,23 @@ the API's OpenAPI document states them too.
 
 from core.registry.errors import AlreadyExists, ModelNotFound, PathNotAllowed
 from core.registry.registry import Registry
-from core.registry.snapshots import ALIAS, DEVICE, LATEST, NAME, SEMVER, ArtifactRef, ModelInfo, Page, Stats
+from core.registry.snapshots import (
+    ALIAS,
+    CHAMPION,
+    DEVICE,
+    LATEST,
+    NAME,
+    SEMVER,
+    ArtifactRef,
+    ModelInfo,
+    Page,
+    Stats,
+)
+from core.registry.sources import served_gguf
 
 __all__ = [
     "ALIAS",
+    "CHAMPION",
     "DEVICE",
     "LATEST",
     "NAME",
@@ -27,4 +40,5 @@ __all__ = [
     "PathNotAllowed",
     "Registry",
     "Stats",
+    "served_gguf",
 ]

@@ -147,6 +147,31 @@ class Registry:
         except AlreadyExists:  # another process registered it just now
             return self.resolve(f"{name}:{EMBEDDED_VERSION}")
 
+    def ensure_alias_to_base(
+        self, name: str, alias: str, gguf: Path, *, base_model: str, source_repo: str | None, trusted: bool
+    ) -> ModelInfo:
+        """`name:alias`, pointed at a version that is the base model's GGUF itself when it is not set.
+
+        A project has a champion to ask before any tuned model won: its base, answering from the
+        project's index (`source_repo`). `trusted` (an embedded model inside its package) is
+        referenced in place; any other GGUF is checked and copied like every registration.
+        """
+        check_alias(alias)
+        current = self.find(f"{name}:{alias}")
+        if current is not None:
+            return current
+        config = {"base": True}
+        if trusted:
+            lineage = {"base_model": base_model, "source_repo": source_repo, "config": config}
+            info = self._add(
+                name, None, "text-generation", "cpu", lineage, "gguf", artifact=describe_in_place(gguf)
+            )
+        else:
+            info = self.register(
+                gguf, name=name, base_model=base_model, source_repo=source_repo, config=config
+            )
+        return self.set_alias(name, alias, info.version)
+
     def _add(
         self,
         name: str,

@@ -28,6 +28,7 @@ SEMVER = re.compile(r"^(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0
 ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")  # starts with a letter: never mistaken for a version
 DEVICE = re.compile(r"^[a-z][a-z0-9:_-]{0,31}$")  # cpu, cuda, cuda:1, mps
 LATEST = "latest"
+CHAMPION = "champion"  # the alias a project serves: its promoted model, or its base until one wins
 RESERVOIR = 1000  # latencies kept for the p95
 
 

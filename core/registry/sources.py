@@ -126,9 +126,14 @@ def exported_sha256s(export_dir: Path) -> set[str]:
     return {str(_obj(g).get("sha256")) for g in ggufs.values() if _obj(g).get("sha256")}
 
 
-def _export_source(export_dir: Path, roots: list[Path]) -> Source:
-    manifest = _read_json(export_dir / EXPORT_MANIFEST)
-    ggufs = _obj(manifest.get("ggufs"))
+def served_gguf(export_dir: Path) -> tuple[str, Path]:
+    """The quant and file an export directory is registered (and so served) as: the first of
+    QUANT_PREFERENCE that passed parity.
+
+    Raises:
+        InputError: no such GGUF, or the manifest names a file outside the directory.
+    """
+    ggufs = _obj(_read_json(export_dir / EXPORT_MANIFEST).get("ggufs"))
     usable = [
         q
         for q in QUANT_PREFERENCE
@@ -140,11 +145,16 @@ def _export_source(export_dir: Path, roots: list[Path]) -> Source:
             f"{display(export_dir)} has no GGUF that passed parity ({', '.join(QUANT_PREFERENCE)}): "
             "export the model again"
         )
-    quant = usable[0]
-    entry = _obj(ggufs[quant])
-    gguf = export_dir / str(entry["file"])
-    if gguf.resolve().parent != export_dir:  # a manifest naming ../elsewhere.gguf
+    gguf = export_dir / str(_obj(ggufs[usable[0]])["file"])
+    if gguf.resolve().parent != export_dir.resolve():  # a manifest naming ../elsewhere.gguf
         raise InputError(f"{display(export_dir / EXPORT_MANIFEST)} names a GGUF outside its directory")
+    return usable[0], gguf
+
+
+def _export_source(export_dir: Path, roots: list[Path]) -> Source:
+    manifest = _read_json(export_dir / EXPORT_MANIFEST)
+    quant, gguf = served_gguf(export_dir)
+    entry = _obj(_obj(manifest.get("ggufs"))[quant])
     found = _gguf_source(gguf, export_dir.parent.name if export_dir.name == "export" else export_dir.name)
     return Source(
         found.path,

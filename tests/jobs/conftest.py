@@ -38,7 +38,13 @@ def stack(jobs_root: Path, job_base: Path) -> Iterator[Stack]:
     extra = {
         "base_model": str(job_base),
         "validation": {"min_samples": 5},
-        "evaluate": {"generation_samples": 2, "max_new_tokens": 8},
+        # repo knowledge: enough explain questions for the gate to tell models apart, answers whole
+        "evaluate": {
+            "generation_samples": 2,
+            "max_new_tokens": 8,
+            "knowledge_questions": 4,
+            "knowledge_max_tokens": 24,
+        },  # fmt: skip
     }
     with running_stack(jobs_root, extra) as stack:
         yield stack

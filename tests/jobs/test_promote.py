@@ -1,4 +1,5 @@
-"""The promote gate: a new model becomes the champion only when it beats the base and the champion."""
+"""The promote gate: a new model becomes the champion only when it beats the base (perplexity, a guard)
+and knows the repo at least as well as the champion (as served, through llama.cpp)."""
 
 from __future__ import annotations
 
@@ -77,7 +78,13 @@ def test_the_gate_promotes_a_better_model_and_keeps_the_champion_over_a_worse_on
     second = _promote(stack, weak)
     assert not second["promote"], second
     assert second["champion"] == first["candidate"] and second["candidate"] != first["candidate"]
-    assert second["champion_perplexity"] is not None  # both GGUFs scored on the new eval set
+    # refused on repo knowledge as served: both GGUFs answered the same questions through llama.cpp
+    assert second["reference"] == "champion", second
+    assert second["candidate_knowledge"] < second["reference_knowledge"], second
+    assert "knows the repo less than champion" in second["reason"]
+    knowledge = json.loads((stack.home / "jobs" / weak / "knowledge.json").read_text())
+    assert set(knowledge["columns"]) == {"tuned", "champion"}  # no repo: no retrieval columns
+    assert knowledge["columns"]["champion"]["model"] == first["candidate"]
     assert "speed gate" not in second["reason"]  # refused on quality: no benchmark was needed
     still = httpx.get(f"{stack.api}/models/gate:champion", timeout=30).json()
     assert f"gate:{still['version']}" == first["candidate"]
