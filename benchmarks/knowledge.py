@@ -55,7 +55,9 @@ def main() -> None:
     )
     questions = pick_questions(args.job / "dataset", evaluate.knowledge_questions)
     started = time.perf_counter()
-    report = evaluate_knowledge(candidate, questions, settings, base=base, champion=champion, index_file=index_file)
+    report = evaluate_knowledge(
+        candidate, questions, settings, base=base, champion=champion, index_file=index_file
+    )
     seconds = time.perf_counter() - started
     print(render_table(report))
     print(f"{len(questions)} questions, recall@k {report.recall_at_k}, {seconds:.0f} s")
