@@ -1,14 +1,15 @@
 """Retrieved entries rendered as the context a model reads: the one rendering serving and training share.
 
-A chunk is headed by what it is and where it lives (`[1] core/budget.py:12-40 (function token_budget)`),
-so a model learns to answer with, and cite, the path and lines it was shown.
+A chunk is headed by what it is and where it lives, a definition in the very words of a locate answer
+(`[1] `token_budget` is defined in `core/budget.py` at line 12 (function, to line 40)`), so a model
+learns to answer with, and cite, the path and lines it was shown.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from core.index.store import Entry, Hit
+from core.index.store import DEFINITIONS, Entry, Hit
 
 INSTRUCTION = (
     "Answer the question using the repository context below. When the answer comes from the context, "
@@ -28,9 +29,14 @@ def locator(e: Entry) -> str:
 
 
 def heading(i: int, e: Entry) -> str:
-    what = e.kind if e.kind in ("section", "module", "commit") else f"{e.kind} {e.qualname or e.name}"
-    if e.kind == "section":
-        what = f"section {e.name}"
+    """A definition's heading says where it is in the words a locate answer uses, so that a small
+    model answers "where is X defined?" by copying it; other chunks are headed by their locator."""
+    if e.kind in DEFINITIONS:
+        name = e.qualname or e.name
+        return (
+            f"[{i}] `{name}` is defined in `{e.path}` at line {e.start_line} ({e.kind}, to line {e.end_line})"
+        )
+    what = f"section {e.name}" if e.kind == "section" else e.kind
     return f"[{i}] {locator(e)} ({what})"
 
 

@@ -174,8 +174,8 @@ class RepoIndex:
         return {p: (b, lang) for p, b, lang in self._db.execute("SELECT path, blob, lang FROM files")}
 
     def example_question(self) -> str | None:
-        """A real question about this repo: where a documented, uniquely named definition is, and what
-        it does (the same one for the same index content)."""
+        """A real question about this repo: where a documented, uniquely named definition is (the same
+        one for the same index content), asked the way the training data asks it."""
         rows = self._db.execute(
             "SELECT e.qualname, e.path FROM entries e WHERE e.kind IN ('function', 'class') "
             "AND e.doc != '' AND substr(e.name, 1, 1) != '_' "
@@ -186,7 +186,7 @@ class RepoIndex:
         if not picked:
             return None
         qualname, _ = picked[len(picked) // 2]
-        return f"Where is {qualname} defined, and what does it do?"
+        return f"Where is `{qualname}` defined?"
 
     def at(self, path: str, start_line: int, kinds: frozenset[str]) -> Entry | None:
         """The entry of one of `kinds` that starts at `path:start_line`, if any."""

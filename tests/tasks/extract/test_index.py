@@ -185,7 +185,9 @@ def test_the_context_shows_each_chunk_with_its_path_and_lines_within_the_budget(
         text, shown = render_context(hits, idx.commit, 4000)
         small, few = render_context(hits, idx.commit, 700)
 
-    assert "[1] demo/processing.py:4-9 (class DataProcessor)" in text
+    # a definition is headed in the words of a locate answer: a small model copies it
+    assert "[1] `DataProcessor` is defined in `demo/processing.py` at line 4 (class, to line 9)" in text
+    assert "demo/processing.py:1-" in text  # the module: headed by its locator
     assert "class DataProcessor:" in text and shown == len(hits)
     assert len(small) <= 700 and 1 <= few < shown
 
@@ -196,6 +198,6 @@ def test_the_example_question_names_a_documented_definition_of_the_repo(repo: Pa
     with RepoIndex(target) as idx:
         question = idx.example_question()
     assert question in (
-        "Where is DataProcessor defined, and what does it do?",
-        "Where is normalise defined, and what does it do?",
+        "Where is `DataProcessor` defined?",
+        "Where is `normalise` defined?",
     )
