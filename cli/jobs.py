@@ -192,7 +192,9 @@ def _knowledge_table(report: KnowledgeReport) -> Table:
         f"repo knowledge: {asked['locate']} locate ({asked['locate_held_out']} held-out), "
         f"{asked['explain']} explain"
     )
-    table = Table("model", "locate", "held-out", "explain", "score", title=title)
+    table = Table("model", title=title)
+    for column in ("locate", "held-out", "explain", "score"):
+        table.add_column(column, justify="right")
     for label, c in report.columns.items():
         table.add_row(label, _pct(c.locate), _pct(c.locate_held_out), _num(c.explain_rouge_l), _num(c.score))
     if report.recall_at_k is not None:
@@ -224,10 +226,13 @@ def _summary(settings: Settings, job: str, status: dict[str, Any]) -> None:
     if promote is not None:
         out.print(f"promote: {promote.reason}", soft_wrap=True)
         name = promote.candidate.split(":")[0] + ":champion"
-        champion = _api(settings, "GET", f"/models/{name}")
-        what = ", the base model answering from the repo index" if champion["config"].get("base") else ""
-        out.print(f"served as: {name} (= {champion['name']}:{champion['version']}{what})")
-        _ask(settings, name, folder)
+        if promote.promote or promote.champion:
+            champion = _api(settings, "GET", f"/models/{name}")
+            what = ", the base model answering from the repo index" if champion["config"].get("base") else ""
+            out.print(f"served as: {name} (= {champion['name']}:{champion['version']}{what})")
+            _ask(settings, name, folder)
+        else:  # refused, and no champion before it (a Hugging Face base has no GGUF to serve)
+            out.print(f"served as: nothing yet: {promote.candidate} is registered, not promoted")
     knowledge = folder.knowledge()
     if knowledge is not None:
         out.print(_knowledge_table(knowledge))

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.helpers.datasets import EVAL, NAMES, conversation, write_dataset
+from tests.helpers.gitrepo import commit, git
 from tests.helpers.stack import Stack
 from tests.jobs.conftest import fine_tune
 
@@ -94,3 +95,37 @@ def test_the_gate_promotes_a_better_model_and_keeps_the_champion_over_a_worse_on
         timeout=60,
     )
     assert answer.status_code == 200 and answer.json()["model"].startswith("gate")
+
+
+def _module(i: int) -> str:
+    return (
+        f'"""Helpers number {i} for the totals of the widget inventory."""\n\n\n'
+        f'def total_{i}(items):\n    """Sum the quantities of every item in inventory bucket {i}."""\n'
+        f"    count = 0\n    for item in items:\n        count += item.quantity * {i}\n    return count\n"
+    )
+
+
+def test_retrain_from_the_command_line_ends_with_an_answer_its_sources_and_the_knowledge_table(
+    stack: Stack, jobs_root: Path
+) -> None:
+    repo = jobs_root / "widgets"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    commit(repo, {f"widgets/m{i}.py": _module(i) for i in range(12)}, "Add the inventory helpers")
+
+    done = stack.cli("retrain", "--repo", str(repo), "--force", "--name", "widgets", timeout=900)
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = done.stdout
+    assert "served as: widgets:champion" in text
+    question = next(line for line in text.splitlines() if line.startswith("question: "))
+    assert "total_" in question  # a real definition of this repository, from its index
+    assert "answer: " in text
+    assert "  source: widgets/m" in text  # grounded: the answer names where its context came from
+    table = text[text.index("repo knowledge:") :].splitlines()
+    assert any("tuned + retrieval" in line for line in table)
+    assert all(len(line) <= 80 for line in table)
+    job = text.split()[1]  # "job <id> started: ..."
+    knowledge = json.loads((stack.home / "jobs" / job / "knowledge.json").read_text())
+    assert knowledge["commit"] is not None and knowledge["recall_at_k"] is not None
+    assert knowledge["questions"]["locate"] > 0
