@@ -357,7 +357,18 @@ def test_an_overlong_function_and_commit_are_fitted_at_extraction_so_validation_
     assert report.token_stats["max"] == stats["token_budget"]["max"]  # both stages count alike
 
 
-CHUNK_HEAD = re.compile(r"^\[\d+\] (\S+?):(\d+)-(\d+) \(", re.M)
+# a definition's heading: "[1] `f` is defined in `a.py` at line 3 (function, to line 9)"; the others:
+# "[2] a.py:1-40 (module)"
+CHUNK_HEAD = re.compile(
+    r"^\[\d+\] (?:`[^`]+` is defined in `(?P<dpath>[^`]+)` at line (?P<dline>\d+)"
+    r"|(?P<path>\S+?):(?P<line>\d+)-\d+) \(",
+    re.M,
+)
+
+
+def _shown(context: str) -> set[tuple[str, int]]:
+    """(path, first line) of every chunk a context shows."""
+    return {(m["dpath"] or m["path"], int(m["dline"] or m["line"])) for m in CHUNK_HEAD.finditer(context)}
 
 
 def test_a_share_of_samples_carry_the_context_serving_would_give(
@@ -375,7 +386,7 @@ def test_a_share_of_samples_carry_the_context_serving_would_give(
         system, user, answer = s["messages"]
         assert system["role"] == "system" and system["content"].startswith(INSTRUCTION)
         assert s["meta"]["task"] in ("locate", "explain", "doc_qa", "summarize_module")
-        shown = {(p, int(a)) for p, a, _ in CHUNK_HEAD.findall(system["content"])}
+        shown = _shown(system["content"])
         oracle = (s["meta"]["source_path"], s["meta"]["lines"][0])
         if s["meta"]["context"] == "oracle":
             assert oracle in shown  # the chunk that answers the question, headed by path and lines
@@ -395,7 +406,7 @@ def test_training_contexts_never_show_a_held_out_file(
 
     contexts = [s["messages"][0]["content"] for s in train if s["meta"].get("context")]
     assert held_out and contexts
-    shown = {p for c in contexts for p, _, _ in CHUNK_HEAD.findall(c)}
+    shown = {p for c in contexts for p, _ in _shown(c)}
     assert not shown & held_out
 
 
