@@ -122,7 +122,8 @@ def test_retrain_from_the_command_line_ends_with_an_answer_its_sources_and_the_k
     assert "total_" in question  # a real definition of this repository, from its index
     assert "answer: " in text
     assert "  source: widgets/m" in text  # grounded: the answer names where its context came from
-    table = text[text.index("repo knowledge:") :].splitlines()
+    table = text[text.index("repo knowledge:") : text.index("Prefect UI: ", text.index("repo knowledge:"))]
+    table = table.splitlines()
     assert any("tuned + retrieval" in line for line in table)
     assert all(len(line) <= 80 for line in table)
     job = text.split()[1]  # "job <id> started: ..."
