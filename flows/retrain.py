@@ -187,15 +187,16 @@ def promote(job: JobContext, params: RetrainParams, data: Path, report: RetrainR
     project = params.project_name or job.dir.plan().project or _slug(data.parent.name)
     repo = job.dir.plan().repo  # the version answers from this repo's index
     job.enter("promote", "measuring repo knowledge: candidate, base and champion")
-    report.knowledge = knowledge_task(
-        project,
-        str(job.dir.export),
-        str(data),
-        str(job.dir.root),
-        job.settings,
-        params.base_model or job.settings.base_model,
-        repo,
-    )
+    if report.export.passed:  # a failed parity check is refused anyway: nothing to measure
+        report.knowledge = knowledge_task(
+            project,
+            str(job.dir.export),
+            str(data),
+            str(job.dir.root),
+            job.settings,
+            params.base_model or job.settings.base_model,
+            repo,
+        )
     job.progress("promote", 0.2, "promote gate")
     decision = promote_task(
         project, str(job.dir.export), str(data), report.evaluate, report.export, job.settings, repo,
