@@ -12,7 +12,6 @@ the wall time.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.atomic import write_json  # noqa: E402
 from core.settings import get_settings  # noqa: E402
 from tasks.evaluate.knowledge import (  # noqa: E402
     evaluate_knowledge,
@@ -71,9 +71,7 @@ def main() -> None:
         "report": report.model_dump(mode="json"),
     }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    tmp.replace(args.out)
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":

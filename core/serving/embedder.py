@@ -22,7 +22,7 @@ BATCH = 32
 
 
 @dataclass
-class _Loaded:
+class Loaded:
     model: Any
     tokenizer: Any
     max_length: int
@@ -34,7 +34,7 @@ class EmbedderBackend:
     name = "embedder"
 
     def __init__(self) -> None:
-        self._models: dict[str, _Loaded] = {}
+        self._models: dict[str, Loaded] = {}
         self._lock = asyncio.Lock()
 
     async def deploy(self, model: ServedModel) -> Deployment:
@@ -42,7 +42,7 @@ class EmbedderBackend:
             raise UpstreamRejected(f"{model.key} is a {model.task} model: the embedder serves text-embedding")
         async with self._lock:
             if model.key not in self._models:
-                self._models[model.key] = await asyncio.to_thread(_load, model)
+                self._models[model.key] = await asyncio.to_thread(load, model)
         return Deployment(model.key, self.name, "loaded")
 
     async def undeploy(self, key: str) -> None:
@@ -60,7 +60,7 @@ class EmbedderBackend:
             raise NotDeployed(f"model {key} is not loaded")
         if not inputs or len(inputs) > MAX_INPUTS:
             raise UpstreamRejected(f"input: give 1 to {MAX_INPUTS} strings")
-        vectors, tokens = await asyncio.to_thread(_embed, loaded, inputs)
+        vectors, tokens = await asyncio.to_thread(embed, loaded, inputs)
         return {
             "object": "list",
             "model": key,
@@ -88,7 +88,8 @@ def _generation_refused(key: str) -> NoReturn:
     raise UpstreamRejected(f"{key} is a text-embedding model: use it with /v1/embeddings")
 
 
-def _load(model: ServedModel) -> _Loaded:
+def load(model: ServedModel) -> Loaded:
+    """The model's tokenizer and weights (safetensors only), in float32, ready for `embed`."""
     import torch
     from transformers import AutoModel, AutoTokenizer
 
@@ -99,10 +100,11 @@ def _load(model: ServedModel) -> _Loaded:
     net = AutoModel.from_pretrained(str(model.path), dtype=torch.float32, use_safetensors=True).eval()
     limit = int(getattr(net.config, "max_position_embeddings", 512))
     max_length = min(limit, int(model.options.get("max_seq_length", 256)))
-    return _Loaded(net, tokenizer, max_length)
+    return Loaded(net, tokenizer, max_length)
 
 
-def _embed(loaded: _Loaded, inputs: list[str]) -> tuple[list[list[float]], int]:
+def embed(loaded: Loaded, inputs: list[str]) -> tuple[list[list[float]], int]:
+    """L2-normalised mean-pooled vectors of `inputs`, and the tokens read."""
     import torch
 
     vectors: list[list[float]] = []
