@@ -196,18 +196,10 @@ def _knowledge_table(report: KnowledgeReport) -> Table:
     for column in ("locate", "held-out", "explain", "score"):
         table.add_column(column, justify="right")
     for label, c in report.columns.items():
-        table.add_row(label, _pct(c.locate), _pct(c.locate_held_out), _num(c.explain_rouge_l), _num(c.score))
+        table.add_row(label, *c.cells())
     if report.recall_at_k is not None:
         table.caption = f"retrieval recall@k on locate questions: {report.recall_at_k:.0%}"
     return table
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0%}"
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
 
 
 def _summary(settings: Settings, job: str, status: dict[str, Any]) -> None:

@@ -197,6 +197,17 @@ class KnowledgeScores(Report):
     score: float | None  # mean of locate and explain_rouge_l: what the promote gate compares
     seconds: float
 
+    def cells(self) -> tuple[str, str, str, str]:
+        """locate, held-out, explain and score as a table shows them ("-": no such question)."""
+
+        def pct(value: float | None) -> str:
+            return "-" if value is None else f"{value:.0%}"
+
+        def num(value: float | None) -> str:
+            return "-" if value is None else f"{value:.3f}"
+
+        return pct(self.locate), pct(self.locate_held_out), num(self.explain_rouge_l), num(self.score)
+
 
 class KnowledgeReport(Report):
     """`knowledge.json`: repo knowledge of the candidate, the base and the champion, as served."""

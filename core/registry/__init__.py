@@ -23,7 +23,7 @@ from core.registry.snapshots import (
     Page,
     Stats,
 )
-from core.registry.sources import served_gguf
+from core.registry.sources import exported_sha256s, served_gguf
 
 __all__ = [
     "ALIAS",
@@ -40,5 +40,6 @@ __all__ = [
     "PathNotAllowed",
     "Registry",
     "Stats",
+    "exported_sha256s",
     "served_gguf",
 ]

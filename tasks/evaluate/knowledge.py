@@ -16,7 +16,6 @@ the context each one gets here is rendered by `core.index.context`, exactly as t
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import statistics
@@ -30,21 +29,19 @@ from typing import Any
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from pydantic import ValidationError
 
 from core.atomic import write_json
 from core.base_models import base_gguf
 from core.config import IndexConfig
 from core.cpu import training_threads
-from core.dataset import load_eval_set
+from core.dataset import load_eval_set, load_split
 from core.errors import ForgeflowError
-from core.hashing import file_sha256
 from core.index import IndexUnavailable, RepoIndex, index_path, render_context
 from core.index.context import CHARS_PER_TOKEN, with_context
-from core.registry import CHAMPION, Registry, served_gguf
+from core.registry import CHAMPION, Registry, exported_sha256s, served_gguf
 from core.reports import KnowledgeReport, KnowledgeScores
 from core.repos.spec import parse_repo_spec
-from core.schemas import Sample, sample_lines
+from core.schemas import Sample
 from core.settings import Settings
 from tasks.evaluate.generation import rouge_l_f1
 
@@ -74,10 +71,10 @@ def pick_questions(data_dir: Path, per_kind: int) -> list[Question]:
     """Up to `per_kind` locate questions about held-out files, as many about training files, and
     `per_kind` explain questions (held-out first, training files to make up the number).
 
-    Deterministic: both splits are taken in content-hash order.
+    Deterministic: both splits are taken in content-hash order (`core.dataset.load_split`).
     """
     held = load_eval_set(data_dir).samples
-    train = _train_samples(data_dir)
+    train = load_split(data_dir, "train").samples
     out: list[Question] = []
     for samples, held_out in ((held, True), (train, False)):
         out += [_question(s, held_out) for s in samples if s.meta.task == "locate"][:per_kind]
@@ -111,12 +108,12 @@ def evaluate_knowledge(
     ):
         if gguf is None:
             continue
+        if commit is None:
+            asked.append((label, model, gguf, plain))
+            continue
         if label != CHAMPION:  # the champion is only compared as it is served: with retrieval
             asked.append((label, model, gguf, plain))
-        if commit is not None:
-            asked.append((label + RETRIEVAL, model, gguf, grounded))
-        elif label == CHAMPION:
-            asked.append((label, model, gguf, plain))
+        asked.append((label + RETRIEVAL, model, gguf, grounded))
     columns: dict[str, KnowledgeScores] = {}
     samples: list[dict[str, str]] = []
     for label, model, gguf, prompts in sorted(asked, key=lambda a: _ORDER.index(a[0])):
@@ -148,11 +145,7 @@ def evaluate_knowledge(
 def render_table(report: KnowledgeReport) -> str:
     """The columns as a Markdown table that fits 80 columns (one row per model and retrieval)."""
     rows = ["| model | locate | held-out | explain | score |", "|---|---:|---:|---:|---:|"]
-    for label, c in report.columns.items():
-        rows.append(
-            f"| {label} | {_pct(c.locate)} | {_pct(c.locate_held_out)} | {_num(c.explain_rouge_l)} "
-            f"| {_num(c.score)} |"
-        )
+    rows += [f"| {label} | {' | '.join(c.cells())} |" for label, c in report.columns.items()]
     return "\n".join(rows)
 
 
@@ -170,7 +163,7 @@ def knowledge_inputs(
     if info is not None and "gguf" in info.artifacts:
         path = Path(info.artifacts["gguf"].path)
         same_as_base = base_file is not None and path.resolve() == base_file.resolve()
-        if not same_as_base and info.artifacts["gguf"].sha256 != file_sha256(candidate):
+        if not same_as_base and info.artifacts["gguf"].sha256 not in exported_sha256s(export_dir):
             champion = (info.key, path)
     index_file = None
     if source_repo:
@@ -304,29 +297,10 @@ def _question(sample: Sample, held_out: bool) -> Question:
     )
 
 
-def _train_samples(data_dir: Path) -> list[Sample]:
-    try:
-        data = (data_dir / "train.jsonl").read_bytes()
-    except OSError:
-        return []
-    samples = [s for _, s in sample_lines(data) if not isinstance(s, ValidationError)]
-    return sorted(samples, key=lambda s: hashlib.sha256(s.model_dump_json().encode()).digest())
-
-
 def _mean(values: Sequence[float | bool]) -> float | None:
     return round(sum(values) / len(values), 4) if values else None
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.0%}"
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
 def _line(c: KnowledgeScores) -> str:
-    return (
-        f"locate {_pct(c.locate)} (held-out {_pct(c.locate_held_out)}), explain ROUGE-L "
-        f"{_num(c.explain_rouge_l)}, score {_num(c.score)} in {c.seconds:.0f} s"
-    )
+    locate, held, explain, score = c.cells()
+    return f"locate {locate} (held-out {held}), explain ROUGE-L {explain}, score {score} in {c.seconds:.0f} s"
