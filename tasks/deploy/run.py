@@ -76,7 +76,12 @@ def promote(
         return decision
     if champion_to_beat is None or judged == "champion":
         decision.promote = True
-        decision.reason = f"beats the base ({tuned:.3f} vs {base:.3f} perplexity){decision.reason}"
+        decision.reason = f"beats the base ({tuned:.3f} vs {base:.3f} perplexity)"
+        if judged is not None:
+            decision.reason += (
+                f"; repo knowledge {decision.candidate_knowledge:.3f} vs {decision.reference_knowledge:.3f} "
+                f"({decision.reference})"
+            )
         return decision
     _perplexity_against(decision, candidate, champion_to_beat, data_dir, settings)
     return decision
@@ -85,8 +90,9 @@ def promote(
 def _judge_knowledge(
     decision: PromoteDecision, knowledge: KnowledgeReport | None, tolerance: float
 ) -> Literal["refused", "champion", "base"] | None:
-    """Record the knowledge figures on `decision`. "refused" (the reason says why); else what the
-    candidate matched ("champion" or "base"); None: no knowledge to judge by."""
+    """Record the knowledge figures on `decision` (candidate, reference and which column that was).
+    "refused" (the reason says why): it scored below the reference by more than `tolerance`; else
+    what it matched ("champion" or "base"); None: no knowledge to judge by."""
     if knowledge is None:
         return None
     ours_col, theirs_col = knowledge.gate_columns()
@@ -102,7 +108,6 @@ def _judge_knowledge(
             "(locate and explain, as served)"
         )
         return "refused"
-    decision.reason = f"; repo knowledge {ours:.3f} vs {theirs:.3f} ({theirs_col})"
     return "champion" if theirs_col.startswith(CHAMPION) else "base"
 
 
